@@ -1,0 +1,66 @@
+"""agentsync: a synchronous, thread-based runtime for LLM agent tools.
+
+An agent run ends: a hung tool becomes a timeout the model can read, two tools
+cannot deadlock on their locks, and a script still exits when its work is done.
+"""
+
+from __future__ import annotations
+
+from .context import ToolContext
+from .errors import (
+    AgentRunError,
+    AgentSyncError,
+    APIReplyError,
+    LockError,
+    LockOrderError,
+    LockTimeout,
+    LockUsageError,
+    PlanError,
+    RateLimited,
+    RepeatedToolFailure,
+    RunDeadlineExceeded,
+    RuntimeClosedError,
+    ToolCancelled,
+    ToolDefinitionError,
+    ToolError,
+    TruncatedToolUse,
+    TurnLimitExceeded,
+    UnknownToolError,
+)
+from .executor import CallAbandoned, ExecutorOverloaded, ExecutorStats, ToolExecutor
+from .runtime import Runtime, RuntimeStats
+from .tools import Outcome, Tool, ToolCall, tool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APIReplyError",
+    "AgentRunError",
+    "AgentSyncError",
+    "CallAbandoned",
+    "ExecutorOverloaded",
+    "ExecutorStats",
+    "LockError",
+    "LockOrderError",
+    "LockTimeout",
+    "LockUsageError",
+    "Outcome",
+    "PlanError",
+    "RateLimited",
+    "RepeatedToolFailure",
+    "RunDeadlineExceeded",
+    "Runtime",
+    "RuntimeClosedError",
+    "RuntimeStats",
+    "Tool",
+    "ToolCall",
+    "ToolCancelled",
+    "ToolContext",
+    "ToolDefinitionError",
+    "ToolError",
+    "ToolExecutor",
+    "TruncatedToolUse",
+    "TurnLimitExceeded",
+    "UnknownToolError",
+    "tool",
+]

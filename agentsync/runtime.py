@@ -1,0 +1,463 @@
+"""The runtime: tools, a pool of abandonable workers, and call outcomes."""
+
+from __future__ import annotations
+
+import contextvars
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Union
+
+import pydantic
+import structlog
+
+from .context import ToolContext
+from .errors import (
+    LockOrderError,
+    LockTimeout,
+    RuntimeClosedError,
+    ToolCancelled,
+    ToolDefinitionError,
+    ToolError,
+)
+from .executor import ExecutorOverloaded, ExecutorStats, ToolExecutor, _WorkItem
+from .tools import ErrorKind, Outcome, Tool, ToolCall, tool as make_tool
+
+if TYPE_CHECKING:
+    from .locks import LockRegistry
+
+__all__ = ["Runtime", "RuntimeStats", "CallLike"]
+
+_log = structlog.get_logger("agentsync.runtime")
+
+CallLike = Union[ToolCall, tuple[str, Mapping[str, Any]], Mapping[str, Any]]
+
+# The context of the tool call running in this thread, if any: nested calls
+# through the runtime run inline instead of queueing behind busy workers.
+_current: contextvars.ContextVar[ToolContext | None] = contextvars.ContextVar(
+    "agentsync_current_call", default=None
+)
+
+
+@dataclass(frozen=True)
+class RuntimeStats:
+    """A snapshot of a runtime: its pool and its calls so far."""
+
+    workers: ExecutorStats
+    calls: int
+    timeouts: int
+    tools: int
+
+
+class _Pending:
+    """A call that was started and is waited for by :meth:`Runtime._finish`."""
+
+    __slots__ = ("call", "tool", "ctx", "item", "timeout", "deadline", "submitted")
+
+    def __init__(
+        self,
+        call: ToolCall,
+        tool: Tool,
+        ctx: ToolContext,
+        timeout: float,
+        deadline: float | None,
+    ) -> None:
+        self.call = call
+        self.tool = tool
+        self.ctx = ctx
+        self.timeout = timeout
+        self.deadline = deadline
+        self.submitted = time.monotonic()
+        self.item: _WorkItem | None = None
+
+    def on_start(self, item: _WorkItem) -> None:
+        # Runs in the worker, under the item's lock, as the call starts: the
+        # timeout counts from here, capped by the caller's overall deadline.
+        self.ctx.deadline = _earliest(item.started + self.timeout, self.deadline)
+
+
+def _earliest(a: float, b: float | None) -> float:
+    return a if b is None or a < b else b
+
+
+def _check_seconds(value: Any, what: str) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+class Runtime:
+    """Runs tool calls on a pool of threads, each bounded by a timeout.
+
+    A call that runs past its timeout gets a ``timeout`` outcome within a few
+    milliseconds; its thread is abandoned (it runs on until the function
+    returns, since a thread cannot be killed), its context is cancelled, and a
+    new worker takes its place. Use it as a context manager, or call
+    :meth:`close`.
+
+    Args:
+        tools: tools or plain functions (wrapped with :func:`agentsync.tool`).
+        max_workers: how many calls run at once.
+        default_timeout: seconds for tools that set no timeout of their own.
+        max_abandoned: hung workers allowed alive at once; past it, calls get
+            an ``overloaded`` outcome at once instead of queueing.
+        max_depth: how deep tools may call tools through ``ctx.call``.
+        locks: the :class:`LockRegistry` for tools that declare ``locks``; a
+            registry ordered by lock name is made when needed.
+    """
+
+    def __init__(
+        self,
+        tools: Iterable[Tool | Callable[..., Any]] = (),
+        *,
+        max_workers: int = 8,
+        default_timeout: float = 30.0,
+        max_abandoned: int | None = None,
+        max_depth: int = 8,
+        locks: LockRegistry | None = None,
+    ) -> None:
+        self.default_timeout = _check_seconds(default_timeout, "default_timeout")
+        if max_depth < 1:
+            raise ValueError(f"max_depth must be at least 1, got {max_depth}")
+        self.max_depth = max_depth
+        self._executor = ToolExecutor(max_workers, max_abandoned=max_abandoned)
+        self._tools: dict[str, Tool] = {}
+        self._locks = locks
+        self._closed = False
+        self._stats_lock = threading.Lock()
+        self._calls = 0
+        self._timeouts = 0
+        for t in tools:
+            self.register(t)
+
+    # -- tools ---------------------------------------------------------------
+
+    def register(self, t: Tool | Callable[..., Any]) -> Tool:
+        """Add a tool (or a plain function, wrapped as one) and return it.
+
+        Raises:
+            ToolDefinitionError: another tool already has that name.
+        """
+        if not isinstance(t, Tool):
+            t = make_tool(t)
+        if t.name in self._tools and self._tools[t.name] is not t:
+            raise ToolDefinitionError(f"a tool named {t.name!r} is already registered")
+        self._tools[t.name] = t
+        return t
+
+    @property
+    def tools(self) -> Mapping[str, Tool]:
+        """The registered tools by name."""
+        return dict(self._tools)
+
+    def tool_params(self) -> list[dict[str, Any]]:
+        """The ``tools`` parameter for the Messages API."""
+        return [t.to_param() for t in self._tools.values()]
+
+    @property
+    def locks(self) -> LockRegistry:
+        """The lock registry tools' ``locks`` are taken from."""
+        if self._locks is None:
+            from .locks import LockRegistry
+
+            self._locks = LockRegistry()
+        return self._locks
+
+    # -- calling -------------------------------------------------------------
+
+    def call(
+        self,
+        name: str,
+        input: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        call_id: str | None = None,
+    ) -> Outcome:
+        """Run one tool call and return its outcome; never raises for the call.
+
+        Args:
+            name: the tool's name.
+            input: the tool's input, validated against its schema.
+            timeout: seconds the call may run, overriding the tool's own.
+            deadline: a ``time.monotonic()`` value no wait goes past.
+            call_id: an id for the logs and the outcome.
+
+        Raises:
+            RuntimeClosedError: the runtime was closed.
+        """
+        call = ToolCall(name, dict(input or {}), call_id) if call_id else ToolCall(
+            name, dict(input or {})
+        )
+        current = _current.get()
+        if current is not None and current.runtime is self:
+            return self._call_nested(current, name, dict(input or {}), call.id)
+        return self._finish(self._start(call, deadline, timeout))
+
+    def run_calls(
+        self, calls: Iterable[CallLike], *, deadline: float | None = None
+    ) -> list[Outcome]:
+        """Run calls concurrently; return one outcome per call, in their order.
+
+        Whatever happens to a call (an exception, a timeout, an unknown tool,
+        an invalid input, even ``SystemExit``) it gets its outcome in its place.
+
+        Args:
+            calls: :class:`ToolCall` objects, ``(name, input)`` pairs, or
+                ``{"name": ..., "input": ..., "id": ...}`` mappings (a
+                ``tool_use`` block has that shape).
+            deadline: a ``time.monotonic()`` value no call's wait goes past.
+        """
+        started = [self._start(_as_call(c), deadline) for c in calls]
+        return [self._finish(p) for p in started]
+
+    # -- the machinery -------------------------------------------------------
+
+    def _start(
+        self, call: ToolCall, deadline: float | None, timeout: float | None = None
+    ) -> _Pending | Outcome:
+        if self._closed:
+            raise RuntimeClosedError("runtime is closed; it accepts no more calls")
+        with self._stats_lock:
+            self._calls += 1
+        t = self._tools.get(call.name)
+        if t is None:
+            return Outcome.failure(call, "unknown_tool", self._unknown_message(call.name))
+        try:
+            kwargs = t.validate(call.input)
+        except pydantic.ValidationError as exc:
+            return Outcome.failure(call, "invalid_input", _invalid_message(t, exc), 0.0, exc)
+
+        if timeout is not None:
+            timeout = _check_seconds(timeout, "timeout")
+        limit = timeout or t.timeout or self.default_timeout
+        ctx = ToolContext(call_id=call.id, tool=t.name, runtime=self, deadline=deadline)
+        pending = _Pending(call, t, ctx, limit, deadline)
+        info = {"tool": t.name, "call_id": call.id}
+        try:
+            pending.item = self._executor._start(
+                self._invoke, (t, ctx, kwargs), on_start=pending.on_start, info=info
+            )
+        except ExecutorOverloaded as exc:
+            return Outcome.failure(call, "overloaded", str(exc), 0.0, exc)
+        except RuntimeClosedError:
+            raise RuntimeClosedError("runtime is closed; it accepts no more calls") from None
+        return pending
+
+    def _invoke(self, t: Tool, ctx: ToolContext, kwargs: dict[str, Any]) -> Any:
+        """Run in a worker, inside a copy of the caller's context."""
+        _current.set(ctx)
+        if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
+            raise ToolCancelled(f"call {ctx.call_id} reached its deadline before starting")
+        if t.locks:
+            with self.locks.acquire(*t.locks, deadline=ctx.deadline):
+                return t.invoke(ctx, kwargs)
+        return t.invoke(ctx, kwargs)
+
+    def _finish(self, pending: _Pending | Outcome) -> Outcome:
+        if isinstance(pending, Outcome):
+            return pending
+        item = pending.item
+        assert item is not None
+
+        # Wait for a worker to take the call: at most until the overall
+        # deadline, or the call's own timeout when there is none.
+        queue_limit = _earliest(pending.submitted + pending.timeout, pending.deadline)
+        if not item.wait_started(max(0.0, queue_limit - time.monotonic())):
+            if self._executor.abandon(item):
+                return self._late(pending, queued=True)
+
+        # Then wait for it to end, until its deadline.
+        end = pending.ctx.deadline
+        done = item.wait(None if end is None else max(0.0, end - time.monotonic()))
+        if not done and self._executor.abandon(item):
+            return self._late(pending, queued=False)
+        item.wait(0)
+        return self._outcome_of(pending, item)
+
+    def _late(self, pending: _Pending, *, queued: bool) -> Outcome:
+        """The outcome of a call its caller stopped waiting for."""
+        pending.ctx.cancel()
+        call, now = pending.call, time.monotonic()
+        with self._stats_lock:
+            self._timeouts += 1
+        item = pending.item
+        started = item.started if item is not None and item.started else pending.submitted
+        by_deadline = pending.deadline is not None and pending.deadline <= now + 1e-4 and (
+            queued or started + pending.timeout > pending.deadline
+        )
+        if queued:
+            kind: ErrorKind = "deadline" if by_deadline else "overloaded"
+            message = (
+                f"tool {call.name!r} did not start: every worker stayed busy "
+                f"for {now - pending.submitted:.1f} s"
+            )
+        elif by_deadline:
+            kind = "deadline"
+            message = (
+                f"tool {call.name!r} was still running when the run's deadline "
+                "passed; its result is lost. Do not retry the same call."
+            )
+        else:
+            kind = "timeout"
+            message = (
+                f"tool {call.name!r} did not answer within {pending.timeout:g} s and "
+                "was abandoned. Do not retry the same call; try another approach."
+            )
+        _log.warning(
+            "tool.timeout",
+            tool=call.name,
+            call_id=call.id,
+            kind=kind,
+            timeout_s=pending.timeout,
+            overshoot_ms=round((now - (pending.ctx.deadline or now)) * 1000, 2),
+        )
+        return Outcome.failure(call, kind, message, now - started)
+
+    def _outcome_of(self, pending: _Pending, item: _WorkItem) -> Outcome:
+        call = pending.call
+        duration = item.finished - item.started
+        error = item.error
+        if error is None:
+            return Outcome.success(call, item.value, duration)
+        return _failure_of(call, error, duration)
+
+    def _call_nested(
+        self,
+        parent: ToolContext,
+        name: str,
+        input: dict[str, Any],
+        call_id: str | None = None,
+    ) -> Outcome:
+        """Run a tool called from inside another tool, inline in its thread."""
+        call = ToolCall(name, input, call_id or f"{parent.call_id}/{name}")
+        if name in parent.chain:
+            path = " -> ".join((*parent.chain, name))
+            return Outcome.failure(
+                call, "circular_call", f"circular tool call {path}; it would never end"
+            )
+        if len(parent.chain) >= self.max_depth:
+            path = " -> ".join((*parent.chain, name))
+            return Outcome.failure(
+                call,
+                "circular_call",
+                f"tool call depth {len(parent.chain) + 1} passes max_depth="
+                f"{self.max_depth}: {path}",
+            )
+        t = self._tools.get(name)
+        if t is None:
+            return Outcome.failure(call, "unknown_tool", self._unknown_message(name))
+        try:
+            kwargs = t.validate(input)
+        except pydantic.ValidationError as exc:
+            return Outcome.failure(call, "invalid_input", _invalid_message(t, exc), 0.0, exc)
+
+        limit = t.timeout or self.default_timeout
+        ctx = ToolContext(
+            call_id=call.id,
+            tool=name,
+            runtime=self,
+            deadline=_earliest(time.monotonic() + limit, parent.deadline),
+            chain=(*parent.chain, name),
+            cancel_event=parent._cancel,
+        )
+        started = time.monotonic()
+        token = _current.set(ctx)
+        try:
+            value = self._invoke(t, ctx, kwargs)
+        except BaseException as exc:  # noqa: BLE001 - becomes the outcome
+            return _failure_of(call, exc, time.monotonic() - started)
+        finally:
+            _current.reset(token)
+        return Outcome.success(call, value, time.monotonic() - started)
+
+    def _unknown_message(self, name: str) -> str:
+        known = ", ".join(sorted(self._tools)) or "none"
+        return f"unknown tool {name!r}; the tools are: {known}"
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def stats(self) -> RuntimeStats:
+        """Return a snapshot of the workers and the calls so far."""
+        with self._stats_lock:
+            calls, timeouts = self._calls, self._timeouts
+        return RuntimeStats(self._executor.statistics(), calls, timeouts, len(self._tools))
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Refuse new calls; wait up to ``timeout`` s for running ones.
+
+        Hung (abandoned) calls are never waited for.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._executor.shutdown(wait=True, timeout=timeout)
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _as_call(c: CallLike) -> ToolCall:
+    if isinstance(c, ToolCall):
+        return c
+    if isinstance(c, tuple):
+        name, data = c
+        return ToolCall(name, dict(data or {}))
+    if isinstance(c, Mapping):
+        if "id" in c:
+            return ToolCall(c["name"], dict(c.get("input") or {}), c["id"])
+        return ToolCall(c["name"], dict(c.get("input") or {}))
+    name = getattr(c, "name", None)
+    if name is not None:  # an SDK ToolUseBlock
+        return ToolCall(name, dict(getattr(c, "input", None) or {}), c.id)
+    raise TypeError(f"cannot make a tool call of {c!r}")
+
+
+def _invalid_message(t: Tool, exc: pydantic.ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ())) or "(input)"
+        problems.append(f"{where}: {err.get('msg')}")
+    return f"invalid input for tool {t.name!r}: " + "; ".join(problems)
+
+
+def _failure_of(call: ToolCall, error: BaseException, duration: float) -> Outcome:
+    kind: ErrorKind
+    if isinstance(error, ToolError):
+        kind, message = "exception", str(error) or f"tool {call.name!r} failed"
+    elif isinstance(error, ToolCancelled):
+        kind, message = "cancelled", str(error)
+    elif isinstance(error, LockTimeout):
+        kind, message = "lock_timeout", str(error)
+    elif isinstance(error, LockOrderError):
+        kind, message = "lock_order", str(error)
+    else:
+        kind = "exception"
+        detail = str(error)
+        message = f"tool {call.name!r} raised {type(error).__name__}" + (
+            f": {detail}" if detail else ""
+        )
+        _log.warning(
+            "tool.error",
+            tool=call.name,
+            call_id=call.id,
+            error=type(error).__name__,
+            exc_info=error if not isinstance(error, (SystemExit, KeyboardInterrupt)) else None,
+        )
+    return Outcome.failure(call, kind, message, duration, error)
