@@ -6,6 +6,7 @@ cannot deadlock on their locks, and a script still exits when its work is done.
 
 from __future__ import annotations
 
+from .agent import RunResult, ToolCallRecord, Usage, run_agent
 from .context import ToolContext
 from .errors import (
     AgentRunError,
@@ -28,6 +29,7 @@ from .errors import (
     UnknownToolError,
 )
 from .executor import CallAbandoned, ExecutorOverloaded, ExecutorStats, ToolExecutor
+from .logs import configure_logging
 from .runtime import Runtime, RuntimeStats
 from .tools import Outcome, Tool, ToolCall, tool
 
@@ -49,6 +51,7 @@ __all__ = [
     "RateLimited",
     "RepeatedToolFailure",
     "RunDeadlineExceeded",
+    "RunResult",
     "Runtime",
     "RuntimeClosedError",
     "RuntimeStats",
@@ -57,10 +60,14 @@ __all__ = [
     "ToolCancelled",
     "ToolContext",
     "ToolDefinitionError",
+    "ToolCallRecord",
     "ToolError",
     "ToolExecutor",
     "TruncatedToolUse",
     "TurnLimitExceeded",
     "UnknownToolError",
+    "Usage",
+    "configure_logging",
+    "run_agent",
     "tool",
 ]
