@@ -15,9 +15,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anthropic
 import structlog
 import tenacity
 
@@ -32,6 +31,12 @@ from .errors import (
 )
 from .runtime import Runtime
 from .tools import Outcome, Tool, ToolCall
+
+if TYPE_CHECKING:
+    import anthropic
+
+# The SDK takes seconds to import; it is imported when a run starts, so that
+# the runtime, locks and plans load fast on their own.
 
 __all__ = ["RunResult", "ToolCallRecord", "Usage", "run_agent", "DEFAULT_MODEL"]
 
@@ -217,6 +222,8 @@ class _Loop:
         max_tokens_limit: int | None,
         params: dict[str, Any],
     ) -> None:
+        import anthropic
+
         base = client if client is not None else anthropic.Anthropic()
         self.client = base.with_options(max_retries=0)
         self.model = model
@@ -378,6 +385,8 @@ class _Loop:
             before_sleep=log_retry,
             reraise=True,
         )
+        import anthropic
+
         started = time.monotonic()
         try:
             message = retrying(self._request, request)
@@ -469,6 +478,8 @@ def _check_reply(message: Any) -> None:
 
 
 def _retryable(exc: BaseException) -> bool:
+    import anthropic
+
     if isinstance(exc, RunDeadlineExceeded):
         return False
     if isinstance(exc, anthropic.APIStatusError):
