@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ToolContext"]
 
+_EVENT_LOCK = threading.Lock()
+
 
 class ToolContext:
     """Handed to a tool whose first parameter is annotated ``ToolContext``.
@@ -50,7 +52,9 @@ class ToolContext:
         self.runtime = runtime
         self.deadline = deadline
         self.chain = chain or (tool,)
-        self._cancel = cancel_event if cancel_event is not None else threading.Event()
+        # The event is made on first use: most calls are never cancelled and
+        # never wait, and an Event costs more than the rest of the context.
+        self._cancel = cancel_event
         self._log: Any = None
 
     @property
@@ -68,11 +72,21 @@ class ToolContext:
     @property
     def cancelled(self) -> bool:
         """True once the caller stopped waiting for this call."""
-        return self._cancel.is_set()
+        event = self._cancel
+        return event is not None and event.is_set()
 
     def cancel(self) -> None:
         """Mark the call cancelled; the tool sees it at its next check."""
-        self._cancel.set()
+        self._event().set()
+
+    def _event(self) -> threading.Event:
+        event = self._cancel
+        if event is None:
+            with _EVENT_LOCK:
+                if self._cancel is None:
+                    self._cancel = threading.Event()
+                event = self._cancel
+        return event
 
     def remaining(self) -> float | None:
         """Seconds left before the call's deadline, or None without one."""
@@ -86,7 +100,7 @@ class ToolContext:
         Raises:
             ToolCancelled: the caller stopped waiting, or the deadline passed.
         """
-        if self._cancel.is_set():
+        if self.cancelled:
             raise ToolCancelled(f"call {self.call_id} of tool {self.tool!r} was cancelled")
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise ToolCancelled(
@@ -101,7 +115,7 @@ class ToolContext:
         remaining = self.remaining()
         if remaining is not None:
             seconds = min(seconds, remaining)
-        return self._cancel.wait(max(0.0, seconds))
+        return self._event().wait(max(0.0, seconds))
 
     def call(self, name: str, input: Mapping[str, Any] | None = None) -> Outcome:
         """Call another tool from inside this one, and return its outcome.

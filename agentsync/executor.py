@@ -84,6 +84,7 @@ class _WorkItem:
         "finished",
         "thread",
         "on_start",
+        "on_done",
         "future",
         "info",
     )
@@ -108,6 +109,7 @@ class _WorkItem:
         self.finished = 0.0
         self.thread: threading.Thread | None = None
         self.on_start = on_start
+        self.on_done: Callable[[], None] | None = None
         self.future: Future[Any] | None = None
         self.info = info
 
@@ -126,12 +128,6 @@ class _WorkItem:
                 self.cond.wait(timeout)
             return self.state == _DONE
 
-    def wait_started(self, timeout: float | None) -> bool:
-        """Wait until a worker has taken the call (or it ended)."""
-        with self.cond:
-            if self.state == _QUEUED:
-                self.cond.wait(timeout)
-            return self.state != _QUEUED
 
 
 class ToolExecutor(Executor):
@@ -287,7 +283,6 @@ class ToolExecutor(Executor):
             item.started = time.monotonic()
             if item.on_start is not None:
                 item.on_start(item)
-            item.cond.notify_all()
         future = item.future
         if future is not None and not future.set_running_or_notify_cancel():
             with item.cond:
@@ -306,6 +301,11 @@ class ToolExecutor(Executor):
                 return False
             item.state = _DONE
             item.cond.notify_all()
+        if item.on_done is not None:
+            try:
+                item.on_done()
+            except Exception:  # noqa: BLE001 - a waker must not kill the worker
+                _log.exception("executor.on_done_failed")
         if future is not None:
             if item.error is not None:
                 future.set_exception(item.error)

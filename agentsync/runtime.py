@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import itertools
 import math
 import threading
 import time
@@ -23,13 +25,15 @@ from .errors import (
     ToolDefinitionError,
     ToolError,
 )
+from .executor import _QUEUED as _QUEUED_STATE
+from .executor import _RUNNING as _RUNNING_STATE
 from .executor import ExecutorOverloaded, ExecutorStats, ToolExecutor, _WorkItem
 from .tools import ErrorKind, Outcome, Tool, ToolCall, tool as make_tool
 
 if TYPE_CHECKING:
     from .locks import LockRegistry
 
-__all__ = ["Runtime", "RuntimeStats", "CallLike"]
+__all__ = ["CallLike", "PendingCall", "Runtime", "RuntimeStats"]
 
 _log = structlog.get_logger("agentsync.runtime")
 
@@ -133,7 +137,7 @@ class Runtime:
         self._locks = locks
         self._closed = False
         self._stats_lock = threading.Lock()
-        self._calls = 0
+        self._calls = itertools.count()
         self._timeouts = 0
         for t in tools:
             self.register(t)
@@ -194,12 +198,11 @@ class Runtime:
         Raises:
             RuntimeClosedError: the runtime was closed.
         """
-        call = ToolCall(name, dict(input or {}), call_id) if call_id else ToolCall(
-            name, dict(input or {})
-        )
+        data = dict(input) if input else {}
         current = _current.get()
         if current is not None and current.runtime is self:
-            return self._call_nested(current, name, dict(input or {}), call.id)
+            return self._call_nested(current, name, data, call_id)
+        call = ToolCall(name, data, call_id) if call_id else ToolCall(name, data)
         return self._finish(self._start(call, deadline, timeout))
 
     def run_calls(
@@ -216,8 +219,48 @@ class Runtime:
                 ``tool_use`` block has that shape).
             deadline: a ``time.monotonic()`` value no call's wait goes past.
         """
+        current = _current.get()
+        if current is not None and current.runtime is self:
+            # Called from inside a tool: the workers may all be busy waiting
+            # on calls like this one, so the calls run inline, one by one.
+            nested = [_as_call(c) for c in calls]
+            return [self._call_nested(current, c.name, dict(c.input), c.id) for c in nested]
         started = [self._start(_as_call(c), deadline) for c in calls]
         return [self._finish(p) for p in started]
+
+    def submit(
+        self,
+        call: CallLike,
+        *,
+        deadline: float | None = None,
+        timeout: float | None = None,
+        on_done: Callable[[], None] | None = None,
+    ) -> PendingCall:
+        """Start a call and return at once; collect its outcome later.
+
+        Args:
+            call: the call, in any form :meth:`run_calls` takes.
+            deadline: a ``time.monotonic()`` value no wait goes past.
+            timeout: seconds the call may run, overriding the tool's own.
+            on_done: called from the worker thread when the call returns (not
+                when it times out); it must be quick and must not raise. A
+                scheduler uses it to wake up.
+
+        Raises:
+            RuntimeClosedError: the runtime was closed.
+        """
+        pending = self._start(_as_call(call), deadline, timeout)
+        if isinstance(pending, _Pending) and pending.item is not None:
+            item = pending.item
+            if on_done is not None:
+                with item.cond:
+                    item.on_done = on_done
+                    finished = item.state != _QUEUED_STATE and item.state != _RUNNING_STATE
+                if finished:
+                    on_done()
+        elif on_done is not None:
+            on_done()
+        return PendingCall(self, pending)
 
     # -- the machinery -------------------------------------------------------
 
@@ -226,8 +269,7 @@ class Runtime:
     ) -> _Pending | Outcome:
         if self._closed:
             raise RuntimeClosedError("runtime is closed; it accepts no more calls")
-        with self._stats_lock:
-            self._calls += 1
+        next(self._calls)
         t = self._tools.get(call.name)
         if t is None:
             return Outcome.failure(call, "unknown_tool", self._unknown_message(call.name))
@@ -255,12 +297,34 @@ class Runtime:
     def _invoke(self, t: Tool, ctx: ToolContext, kwargs: dict[str, Any]) -> Any:
         """Run in a worker, inside a copy of the caller's context."""
         _current.set(ctx)
-        if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
+        started = time.monotonic()
+        if ctx.deadline is not None and started >= ctx.deadline:
             raise ToolCancelled(f"call {ctx.call_id} reached its deadline before starting")
-        if t.locks:
-            with self.locks.acquire(*t.locks, deadline=ctx.deadline):
-                return t.invoke(ctx, kwargs)
-        return t.invoke(ctx, kwargs)
+        _log.debug("tool.start", tool=t.name, call_id=ctx.call_id)
+        try:
+            if t.locks:
+                with self.locks.acquire(*t.locks, deadline=ctx.deadline):
+                    value = t.invoke(ctx, kwargs)
+            else:
+                value = t.invoke(ctx, kwargs)
+        except BaseException as exc:
+            _log.debug(
+                "tool.end",
+                tool=t.name,
+                call_id=ctx.call_id,
+                status="error",
+                error=type(exc).__name__,
+                duration_ms=round((time.monotonic() - started) * 1000, 2),
+            )
+            raise
+        _log.debug(
+            "tool.end",
+            tool=t.name,
+            call_id=ctx.call_id,
+            status="ok",
+            duration_ms=round((time.monotonic() - started) * 1000, 2),
+        )
+        return value
 
     def _finish(self, pending: _Pending | Outcome) -> Outcome:
         if isinstance(pending, Outcome):
@@ -268,19 +332,22 @@ class Runtime:
         item = pending.item
         assert item is not None
 
-        # Wait for a worker to take the call: at most until the overall
-        # deadline, or the call's own timeout when there is none.
-        queue_limit = _earliest(pending.submitted + pending.timeout, pending.deadline)
-        if not item.wait_started(max(0.0, queue_limit - time.monotonic())):
+        # One wait in the common case: a call that starts at once has its
+        # deadline at submission + timeout. A call that queued first gets the
+        # rest of its time once the first wait ends (the worker sets the real
+        # deadline, counted from its start, in ctx.deadline).
+        limit = _earliest(pending.submitted + pending.timeout, pending.deadline)
+        while not item.wait(max(0.0, limit - time.monotonic())):
+            if item.state == _QUEUED_STATE:
+                if self._executor.abandon(item):
+                    return self._late(pending, queued=True)
+                continue
+            end = pending.ctx.deadline
+            if end is not None and end > limit:
+                limit = end
+                continue
             if self._executor.abandon(item):
-                return self._late(pending, queued=True)
-
-        # Then wait for it to end, until its deadline.
-        end = pending.ctx.deadline
-        done = item.wait(None if end is None else max(0.0, end - time.monotonic()))
-        if not done and self._executor.abandon(item):
-            return self._late(pending, queued=False)
-        item.wait(0)
+                return self._late(pending, queued=False)
         return self._outcome_of(pending, item)
 
     def _late(self, pending: _Pending, *, queued: bool) -> Outcome:
@@ -328,6 +395,15 @@ class Runtime:
         error = item.error
         if error is None:
             return Outcome.success(call, item.value, duration)
+        end = pending.ctx.deadline
+        if (
+            end is not None
+            and item.finished >= end
+            and isinstance(error, (ToolCancelled, TimeoutError, asyncio.TimeoutError))
+        ):
+            # The tool gave up at its own deadline (an async tool's wait_for,
+            # ctx.check()) before this waiter got to it: still a timeout.
+            return self._late(pending, queued=False)
         return _failure_of(call, error, duration)
 
     def _call_nested(
@@ -367,7 +443,7 @@ class Runtime:
             runtime=self,
             deadline=_earliest(time.monotonic() + limit, parent.deadline),
             chain=(*parent.chain, name),
-            cancel_event=parent._cancel,
+            cancel_event=parent._event(),
         )
         started = time.monotonic()
         token = _current.set(ctx)
@@ -388,7 +464,8 @@ class Runtime:
     def stats(self) -> RuntimeStats:
         """Return a snapshot of the workers and the calls so far."""
         with self._stats_lock:
-            calls, timeouts = self._calls, self._timeouts
+            # A count's repr is "count(N)": reading it does not advance it.
+            calls, timeouts = int(repr(self._calls)[6:-1]), self._timeouts
         return RuntimeStats(self._executor.statistics(), calls, timeouts, len(self._tools))
 
     def close(self, timeout: float = 5.0) -> None:
@@ -411,6 +488,54 @@ class Runtime:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class PendingCall:
+    """A call started by :meth:`Runtime.submit`.
+
+    Attributes:
+        call: the :class:`ToolCall`.
+    """
+
+    __slots__ = ("_runtime", "_pending", "_outcome", "call")
+
+    def __init__(self, runtime: Runtime, pending: _Pending | Outcome) -> None:
+        self._runtime = runtime
+        self._pending = pending
+        self._outcome: Outcome | None = pending if isinstance(pending, Outcome) else None
+        self.call = pending.call if isinstance(pending, _Pending) else _call_of(pending)
+
+    def done(self) -> bool:
+        """True when the outcome can be had without waiting."""
+        if self._outcome is not None:
+            return True
+        item = self._pending.item  # type: ignore[union-attr]
+        return item is not None and item.state != _QUEUED_STATE and item.state != _RUNNING_STATE
+
+    def expires(self) -> float:
+        """The ``time.monotonic()`` value past which :meth:`outcome` gives up.
+
+        It may move later once, when a queued call starts and its timeout
+        starts counting.
+        """
+        if self._outcome is not None:
+            return 0.0
+        pending = self._pending
+        assert isinstance(pending, _Pending)
+        end = pending.ctx.deadline
+        if end is None or pending.item is None or pending.item.state == _QUEUED_STATE:
+            return _earliest(pending.submitted + pending.timeout, pending.deadline)
+        return end
+
+    def outcome(self) -> Outcome:
+        """Wait for the call (until its timeout at most) and return its outcome."""
+        if self._outcome is None:
+            self._outcome = self._runtime._finish(self._pending)
+        return self._outcome
+
+
+def _call_of(outcome: Outcome) -> ToolCall:
+    return ToolCall(outcome.tool, {}, outcome.call_id)
 
 
 def _as_call(c: CallLike) -> ToolCall:
