@@ -30,8 +30,9 @@ from .errors import (
 )
 from .executor import CallAbandoned, ExecutorOverloaded, ExecutorStats, ToolExecutor
 from .logs import configure_logging
-from .runtime import Runtime, RuntimeStats
+from .runtime import PendingCall, Runtime, RuntimeStats
 from .tools import Outcome, Tool, ToolCall, tool
+from .watchdog import StuckCall, Watchdog, WatchdogStatistics, WatchdogUsageError
 
 __version__ = "0.1.0"
 
@@ -47,6 +48,7 @@ __all__ = [
     "LockTimeout",
     "LockUsageError",
     "Outcome",
+    "PendingCall",
     "PlanError",
     "RateLimited",
     "RepeatedToolFailure",
@@ -55,6 +57,7 @@ __all__ = [
     "Runtime",
     "RuntimeClosedError",
     "RuntimeStats",
+    "StuckCall",
     "Tool",
     "ToolCall",
     "ToolCancelled",
@@ -67,6 +70,9 @@ __all__ = [
     "TurnLimitExceeded",
     "UnknownToolError",
     "Usage",
+    "Watchdog",
+    "WatchdogStatistics",
+    "WatchdogUsageError",
     "configure_logging",
     "run_agent",
     "tool",

@@ -44,7 +44,18 @@ _log = structlog.get_logger("agentsync.agent")
 
 DEFAULT_MODEL = os.environ.get("AGENTSYNC_MODEL", "claude-sonnet-4-6")
 
-_STOP_REASONS = {"end_turn", "tool_use", "max_tokens", "pause_turn", "stop_sequence", "refusal"}
+_STOP_REASONS = {
+    "end_turn",
+    "tool_use",
+    "max_tokens",
+    "pause_turn",
+    "stop_sequence",
+    "refusal",
+    "model_context_window_exceeded",
+}
+# Replies that stop because they ran out of room: a tool_use they end with
+# may be cut off.
+_CUT_OFF = ("max_tokens", "model_context_window_exceeded")
 
 
 @dataclass(frozen=True)
@@ -286,14 +297,19 @@ class _Loop:
             content = [_block_dict(b) for b in message.content]
             tool_uses = [b for b in content if b.get("type") == "tool_use"]
 
-            if stop == "max_tokens" and content and content[-1].get("type") == "tool_use":
+            if stop in _CUT_OFF and content and content[-1].get("type") == "tool_use":
                 # The cut-off call's input may be partial: it must not run.
-                if self.max_tokens_limit and max_tokens < self.max_tokens_limit:
+                if (
+                    stop == "max_tokens"
+                    and self.max_tokens_limit
+                    and max_tokens < self.max_tokens_limit
+                ):
                     max_tokens = min(2 * max_tokens, self.max_tokens_limit)
                     _log.warning("model.truncated_retry", max_tokens=max_tokens)
                     continue
                 raise TruncatedToolUse(
-                    f"the reply hit max_tokens={max_tokens} inside a tool_use block "
+                    f"the reply stopped ({stop}, max_tokens={max_tokens}) inside a "
+                    "tool_use block "
                     f"for {content[-1].get('name')!r}; the cut-off call was not run. "
                     "Raise max_tokens, or set max_tokens_limit to ask again"
                 )
@@ -405,6 +421,11 @@ class _Loop:
             ) from exc
         except anthropic.AnthropicError as exc:
             raise APIReplyError(f"the Messages API call failed: {exc}") from exc
+        except ValueError as exc:
+            # The SDK lets a reply body that is not JSON through as this.
+            raise APIReplyError(
+                f"the Messages API sent a reply that is not valid JSON: {exc}"
+            ) from exc
 
         _check_reply(message)
         _log.info(
@@ -470,7 +491,7 @@ def _check_reply(message: Any) -> None:
         if getattr(block, "type", None) == "tool_use":
             if not getattr(block, "id", None) or not getattr(block, "name", None):
                 raise APIReplyError(f"tool_use block {index} of the reply has no id or name")
-            if not isinstance(getattr(block, "input", None), dict) and stop != "max_tokens":
+            if not isinstance(getattr(block, "input", None), dict) and stop not in _CUT_OFF:
                 raise APIReplyError(
                     f"tool_use block {index} ({block.name!r}) has an input that is not "
                     "an object"

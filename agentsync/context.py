@@ -56,6 +56,7 @@ class ToolContext:
         # never wait, and an Event costs more than the rest of the context.
         self._cancel = cancel_event
         self._log: Any = None
+        self._watched = False
 
     @property
     def log(self) -> Any:

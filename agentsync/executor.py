@@ -85,6 +85,7 @@ class _WorkItem:
         "thread",
         "on_start",
         "on_done",
+        "on_late",
         "future",
         "info",
     )
@@ -110,6 +111,7 @@ class _WorkItem:
         self.thread: threading.Thread | None = None
         self.on_start = on_start
         self.on_done: Callable[[], None] | None = None
+        self.on_late: Callable[[], None] | None = None
         self.future: Future[Any] | None = None
         self.info = info
 
@@ -264,6 +266,8 @@ class ToolExecutor(Executor):
             with self._lock:
                 self._abandoned -= 1
                 self._late_results += 1
+            if item.on_late is not None:
+                item.on_late()
             _log.info(
                 "tool.late_result",
                 thread=me.name,

@@ -32,6 +32,7 @@ from .tools import ErrorKind, Outcome, Tool, ToolCall, tool as make_tool
 
 if TYPE_CHECKING:
     from .locks import LockRegistry
+    from .watchdog import Watchdog
 
 __all__ = ["CallLike", "PendingCall", "Runtime", "RuntimeStats"]
 
@@ -116,6 +117,10 @@ class Runtime:
         max_depth: how deep tools may call tools through ``ctx.call``.
         locks: the :class:`LockRegistry` for tools that declare ``locks``; a
             registry ordered by lock name is made when needed.
+        watchdog: the :class:`Watchdog` that watches every running call (at
+            the tool's ``stuck_after``, else its timeout) and the threads of
+            abandoned calls; the process's shared one by default, and
+            ``False`` for none.
     """
 
     def __init__(
@@ -127,6 +132,7 @@ class Runtime:
         max_abandoned: int | None = None,
         max_depth: int = 8,
         locks: LockRegistry | None = None,
+        watchdog: Watchdog | bool | None = None,
     ) -> None:
         self.default_timeout = _check_seconds(default_timeout, "default_timeout")
         if max_depth < 1:
@@ -135,6 +141,11 @@ class Runtime:
         self._executor = ToolExecutor(max_workers, max_abandoned=max_abandoned)
         self._tools: dict[str, Tool] = {}
         self._locks = locks
+        if watchdog is None or watchdog is True:
+            from .watchdog import default_watchdog
+
+            watchdog = default_watchdog()
+        self.watchdog: Watchdog | None = watchdog or None
         self._closed = False
         self._stats_lock = threading.Lock()
         self._calls = itertools.count()
@@ -301,6 +312,18 @@ class Runtime:
         if ctx.deadline is not None and started >= ctx.deadline:
             raise ToolCancelled(f"call {ctx.call_id} reached its deadline before starting")
         _log.debug("tool.start", tool=t.name, call_id=ctx.call_id)
+        # The waiter reports a call stuck at its timeout (see _late); the
+        # watchdog is needed here only for a stuck_after before that.
+        watch = None
+        if (
+            t.stuck_after is not None
+            and self.watchdog is not None
+            and (ctx.deadline is None or started + t.stuck_after < ctx.deadline)
+        ):
+            watch = self.watchdog.watch(
+                t.name, t.stuck_after, info={"tool": t.name, "call_id": ctx.call_id}
+            )
+            ctx._watched = True
         try:
             if t.locks:
                 with self.locks.acquire(*t.locks, deadline=ctx.deadline):
@@ -308,6 +331,8 @@ class Runtime:
             else:
                 value = t.invoke(ctx, kwargs)
         except BaseException as exc:
+            if watch is not None:
+                watch.done()
             _log.debug(
                 "tool.end",
                 tool=t.name,
@@ -317,6 +342,8 @@ class Runtime:
                 duration_ms=round((time.monotonic() - started) * 1000, 2),
             )
             raise
+        if watch is not None:
+            watch.done()
         _log.debug(
             "tool.end",
             tool=t.name,
@@ -354,9 +381,11 @@ class Runtime:
         """The outcome of a call its caller stopped waiting for."""
         pending.ctx.cancel()
         call, now = pending.call, time.monotonic()
+        item = pending.item
+        if not queued and self.watchdog is not None and item is not None:
+            self._hand_to_watchdog(pending, item, now)
         with self._stats_lock:
             self._timeouts += 1
-        item = pending.item
         started = item.started if item is not None and item.started else pending.submitted
         by_deadline = pending.deadline is not None and pending.deadline <= now + 1e-4 and (
             queued or started + pending.timeout > pending.deadline
@@ -388,6 +417,30 @@ class Runtime:
             overshoot_ms=round((now - (pending.ctx.deadline or now)) * 1000, 2),
         )
         return Outcome.failure(call, kind, message, now - started)
+
+    def _hand_to_watchdog(self, pending: _Pending, item: _WorkItem, now: float) -> None:
+        """Report a timed-out call as stuck, with its stack, and follow its thread."""
+        thread, watchdog = item.thread, self.watchdog
+        if thread is None or watchdog is None:
+            return
+        info = {"tool": pending.call.name, "call_id": pending.call.id}
+        watch = None
+        if not pending.ctx._watched:
+            watch = watchdog.watch(
+                pending.tool.name,
+                max((pending.ctx.deadline or now) - item.started, 1e-6),
+                thread=thread,
+                info=info,
+                started=item.started,
+            )
+        tracked = watchdog.track_abandoned(thread, info, abandoned_at=now)
+
+        def finished() -> None:
+            if watch is not None:
+                watch.done()
+            tracked.finished()
+
+        item.on_late = finished
 
     def _outcome_of(self, pending: _Pending, item: _WorkItem) -> Outcome:
         call = pending.call

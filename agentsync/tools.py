@@ -191,6 +191,8 @@ class Tool:
         idempotent: whether running the call twice is harmless; only
             idempotent tools are ever retried.
         on_timeout: what happens to a call past its timeout (``"abandon"``).
+        stuck_after: seconds after which the watchdog reports a call as stuck,
+            with its stack; the call's timeout when None.
         input_model: the pydantic model inputs are validated against.
     """
 
@@ -205,6 +207,7 @@ class Tool:
         idempotent: bool = False,
         on_timeout: OnTimeout = "abandon",
         retry: Any = None,
+        stuck_after: float | None = None,
     ) -> None:
         if not callable(fn):
             raise ToolDefinitionError(f"a tool must wrap a callable, got {fn!r}")
@@ -215,6 +218,7 @@ class Tool:
                 f"tool name {self.name!r} must be letters, digits, '_' or '-'"
             )
         self.timeout = _check_timeout(timeout, f"timeout of tool {self.name!r}")
+        self.stuck_after = _check_timeout(stuck_after, f"stuck_after of tool {self.name!r}")
         if isinstance(locks, str):
             raise ToolDefinitionError(
                 f"locks of tool {self.name!r} must be a sequence of names, "
@@ -378,6 +382,7 @@ def tool(
     idempotent: bool = False,
     on_timeout: OnTimeout = "abandon",
     retry: Any = None,
+    stuck_after: float | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -392,6 +397,7 @@ def tool(
     idempotent: bool = False,
     on_timeout: OnTimeout = "abandon",
     retry: Any = None,
+    stuck_after: float | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn a function into a :class:`Tool`, bare (``@tool``) or with options.
 
@@ -409,6 +415,8 @@ def tool(
         idempotent: declare that running a call twice is harmless.
         on_timeout: what to do with a call past its timeout.
         retry: a retry policy for idempotent tools.
+        stuck_after: seconds after which the watchdog reports a call as stuck
+            (with its stack), before or at its timeout.
 
     Raises:
         ToolDefinitionError: the function or an option cannot make a tool.
@@ -424,6 +432,7 @@ def tool(
             idempotent=idempotent,
             on_timeout=on_timeout,
             retry=retry,
+            stuck_after=stuck_after,
         )
 
     if fn is not None:

@@ -43,6 +43,7 @@ __all__ = [
     "Watchdog",
     "WatchdogStatistics",
     "WatchdogUsageError",
+    "default_watchdog",
 ]
 
 _log = structlog.get_logger("agentsync.watchdog")
@@ -351,6 +352,7 @@ class Watchdog:
         *,
         thread: threading.Thread | None = None,
         info: Mapping[str, Any] | None = None,
+        started: float | None = None,
     ) -> WatchHandle:
         """Watch ``thread`` until the returned handle is done.
 
@@ -360,6 +362,9 @@ class Watchdog:
             thread: the thread running the call; the current thread if None.
             info: extra fields for reports; ``tool`` and ``call_id`` become
                 fields of :class:`StuckCall`.
+            started: the ``time.monotonic()`` value the call started at; now
+                if None. A watch already past its limit is reported at once:
+                the runtime hands over a timed-out call this way.
 
         Returns:
             A handle; call ``done()`` on it, or use it as a context manager.
@@ -377,7 +382,12 @@ class Watchdog:
                 f"cannot watch thread {thread.name!r}: it was never started"
             )
         handle = WatchHandle(
-            self, label, limit, thread, dict(info or {}), time.monotonic()
+            self,
+            label,
+            limit,
+            thread,
+            dict(info or {}),
+            time.monotonic() if started is None else started,
         )
 
         with self._lock:
@@ -817,3 +827,21 @@ class Watchdog:
             stalled_dispatchers=stalled,
             replaced=replaced,
         )
+
+
+_default: Watchdog | None = None
+_default_lock = threading.Lock()
+
+
+def default_watchdog() -> Watchdog:
+    """The process's shared watchdog, made on first use.
+
+    Runtimes share it unless given their own: one daemon thread watches every
+    call of the process, and it outlives any one runtime, so an abandoned
+    thread is still followed after its runtime closed.
+    """
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Watchdog(name="agentsync-watchdog")
+        return _default
