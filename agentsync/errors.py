@@ -49,6 +49,14 @@ class ToolCancelled(AgentSyncError):
     """
 
 
+class ToolInterrupted(BaseException):
+    """Raised inside a timed-out tool's thread by ``on_timeout="interrupt"``.
+
+    It derives from ``BaseException`` so that a tool's ``except Exception``
+    does not swallow it; ``finally`` blocks still run.
+    """
+
+
 # -- runtime -----------------------------------------------------------------
 
 

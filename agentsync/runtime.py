@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import ctypes
 import itertools
 import math
 import threading
@@ -24,6 +25,7 @@ from .errors import (
     ToolCancelled,
     ToolDefinitionError,
     ToolError,
+    ToolInterrupted,
 )
 from .executor import _QUEUED as _QUEUED_STATE
 from .executor import _RUNNING as _RUNNING_STATE
@@ -382,8 +384,11 @@ class Runtime:
         pending.ctx.cancel()
         call, now = pending.call, time.monotonic()
         item = pending.item
-        if not queued and self.watchdog is not None and item is not None:
-            self._hand_to_watchdog(pending, item, now)
+        if not queued and item is not None:
+            if pending.tool.on_timeout == "interrupt" and item.thread is not None:
+                _interrupt(item.thread, pending)
+            if self.watchdog is not None:
+                self._hand_to_watchdog(pending, item, now)
         with self._stats_lock:
             self._timeouts += 1
         started = item.started if item is not None and item.started else pending.submitted
@@ -585,6 +590,31 @@ class PendingCall:
         if self._outcome is None:
             self._outcome = self._runtime._finish(self._pending)
         return self._outcome
+
+
+def _interrupt(thread: threading.Thread, pending: _Pending) -> None:
+    """Raise :class:`ToolInterrupted` inside a timed-out tool's thread.
+
+    Limit: the exception is delivered at the thread's next Python bytecode, so
+    a thread blocked in C (a socket read, a lock without timeout, a C
+    extension) is not stopped until that call returns.
+    """
+    ident = thread.ident
+    if ident is None:
+        return
+    done = ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(ident), ctypes.py_object(ToolInterrupted)
+    )
+    if done != 1 and done != 0:
+        # More than one thread state was touched: undo, as the C API asks.
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
+    _log.warning(
+        "tool.interrupted",
+        tool=pending.call.name,
+        call_id=pending.call.id,
+        thread=thread.name,
+        delivered=done == 1,
+    )
 
 
 def _call_of(outcome: Outcome) -> ToolCall:
