@@ -24,12 +24,14 @@ from .errors import (
     ToolCancelled,
     ToolDefinitionError,
     ToolError,
+    ToolInterrupted,
     TruncatedToolUse,
     TurnLimitExceeded,
     UnknownToolError,
 )
 from .executor import CallAbandoned, ExecutorOverloaded, ExecutorStats, ToolExecutor
 from .logs import configure_logging
+from .retry import Retry
 from .runtime import PendingCall, Runtime, RuntimeStats
 from .tools import Outcome, Tool, ToolCall, tool
 from .watchdog import StuckCall, Watchdog, WatchdogStatistics, WatchdogUsageError
@@ -52,6 +54,7 @@ __all__ = [
     "PlanError",
     "RateLimited",
     "RepeatedToolFailure",
+    "Retry",
     "RunDeadlineExceeded",
     "RunResult",
     "Runtime",
@@ -65,6 +68,7 @@ __all__ = [
     "ToolDefinitionError",
     "ToolCallRecord",
     "ToolError",
+    "ToolInterrupted",
     "ToolExecutor",
     "TruncatedToolUse",
     "TurnLimitExceeded",

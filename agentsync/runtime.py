@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
+import functools
 import ctypes
 import itertools
 import math
@@ -30,6 +32,7 @@ from .errors import (
 from .executor import _QUEUED as _QUEUED_STATE
 from .executor import _RUNNING as _RUNNING_STATE
 from .executor import ExecutorOverloaded, ExecutorStats, ToolExecutor, _WorkItem
+from .retry import is_unknown_outcome
 from .tools import ErrorKind, Outcome, Tool, ToolCall, tool as make_tool
 
 if TYPE_CHECKING:
@@ -216,6 +219,9 @@ class Runtime:
         if current is not None and current.runtime is self:
             return self._call_nested(current, name, data, call_id)
         call = ToolCall(name, data, call_id) if call_id else ToolCall(name, data)
+        t = self._tools.get(name)
+        if t is not None and t.retry is not None:
+            return self._call_with_retries(t, call, deadline, timeout)
         return self._finish(self._start(call, deadline, timeout))
 
     def run_calls(
@@ -238,8 +244,63 @@ class Runtime:
             # on calls like this one, so the calls run inline, one by one.
             nested = [_as_call(c) for c in calls]
             return [self._call_nested(current, c.name, dict(c.input), c.id) for c in nested]
-        started = [self._start(_as_call(c), deadline) for c in calls]
-        return [self._finish(p) for p in started]
+        started: list[_Pending | Outcome | _RetryingCall] = []
+        for c in calls:
+            call = _as_call(c)
+            t = self._tools.get(call.name)
+            if t is not None and t.retry is not None:
+                started.append(_RetryingCall(self, t, call, deadline))
+            else:
+                started.append(self._start(call, deadline))
+        return [
+            p.outcome() if isinstance(p, _RetryingCall) else self._finish(p)
+            for p in started
+        ]
+
+    def _call_with_retries(
+        self, t: Tool, call: ToolCall, deadline: float | None, timeout: float | None
+    ) -> Outcome:
+        """Run an idempotent call, again after each retryable failure.
+
+        The budget is a deadline: no attempt and no backoff sleep starts if it
+        would end past it, and each attempt's timeout is the smaller of the
+        tool's timeout and the time left.
+        """
+        policy = t.retry
+        assert policy is not None
+        limit = timeout or t.timeout or self.default_timeout
+        first = time.monotonic()
+        budget_end = _earliest(first + (policy.budget or limit * policy.attempts), deadline)
+        attempt = 1
+        while True:
+            outcome = self._finish(self._start(call, budget_end, limit))
+            if outcome.ok or attempt >= policy.attempts:
+                break
+            timed_out = outcome.error_kind in ("timeout", "deadline")
+            if not policy.wants(outcome.exception, timed_out):
+                break
+            sleep = policy.sleep_before(attempt + 1)
+            now = time.monotonic()
+            if now + sleep >= budget_end:
+                break
+            _log.warning(
+                "tool.retry",
+                tool=call.name,
+                call_id=call.id,
+                attempt=attempt + 1,
+                sleep_s=round(sleep, 3),
+                error=outcome.error_kind,
+                left_s=round(budget_end - now, 3),
+            )
+            time.sleep(sleep)
+            attempt += 1
+        if attempt > 1 and not outcome.ok:
+            outcome = dataclasses.replace(
+                outcome,
+                message=f"{outcome.message} (after {attempt} attempts)",
+                duration=time.monotonic() - first,
+            )
+        return outcome
 
     def submit(
         self,
@@ -413,6 +474,8 @@ class Runtime:
                 f"tool {call.name!r} did not answer within {pending.timeout:g} s and "
                 "was abandoned. Do not retry the same call; try another approach."
             )
+            if not pending.tool.idempotent:
+                message += " Its outcome is unknown: it may still take effect."
         _log.warning(
             "tool.timeout",
             tool=call.name,
@@ -462,7 +525,7 @@ class Runtime:
             # The tool gave up at its own deadline (an async tool's wait_for,
             # ctx.check()) before this waiter got to it: still a timeout.
             return self._late(pending, queued=False)
-        return _failure_of(call, error, duration)
+        return _failure_of(call, error, duration, pending.tool)
 
     def _call_nested(
         self,
@@ -508,7 +571,7 @@ class Runtime:
         try:
             value = self._invoke(t, ctx, kwargs)
         except BaseException as exc:  # noqa: BLE001 - becomes the outcome
-            return _failure_of(call, exc, time.monotonic() - started)
+            return _failure_of(call, exc, time.monotonic() - started, t)
         finally:
             _current.reset(token)
         return Outcome.success(call, value, time.monotonic() - started)
@@ -592,6 +655,40 @@ class PendingCall:
         return self._outcome
 
 
+class _RetryingCall:
+    """A call with a retry policy, driven by a thread of its own in run_calls.
+
+    The driver only waits and sleeps; the attempts run on the pool. A thread
+    per retrying call keeps one call's backoff from delaying the others.
+    """
+
+    def __init__(
+        self, runtime: Runtime, t: Tool, call: ToolCall, deadline: float | None
+    ) -> None:
+        self._result: list[Outcome] = []
+        self._call = call
+        self._end = deadline
+        self._thread = threading.Thread(
+            target=lambda: self._result.append(
+                runtime._call_with_retries(t, call, deadline, None)
+            ),
+            name=f"agentsync-retry-{call.id}",
+            daemon=True,
+        )
+        ctx = contextvars.copy_context()
+        self._thread.run = functools.partial(ctx.run, self._thread.run)  # type: ignore[method-assign]
+        self._thread.start()
+
+    def outcome(self) -> Outcome:
+        # The driver ends by its own deadline; the join's bound is a backstop.
+        self._thread.join(None if self._end is None else max(0.0, self._end - time.monotonic()) + 1.0)
+        if self._result:
+            return self._result[0]
+        return Outcome.failure(
+            self._call, "deadline", f"tool {self._call.name!r} did not finish its retries in time"
+        )
+
+
 def _interrupt(thread: threading.Thread, pending: _Pending) -> None:
     """Raise :class:`ToolInterrupted` inside a timed-out tool's thread.
 
@@ -645,8 +742,23 @@ def _invalid_message(t: Tool, exc: pydantic.ValidationError) -> str:
     return f"invalid input for tool {t.name!r}: " + "; ".join(problems)
 
 
-def _failure_of(call: ToolCall, error: BaseException, duration: float) -> Outcome:
+def _failure_of(
+    call: ToolCall, error: BaseException, duration: float, tool: Tool | None = None
+) -> Outcome:
     kind: ErrorKind
+    if tool is not None and not tool.idempotent and is_unknown_outcome(error):
+        detail = str(error)
+        return Outcome.failure(
+            call,
+            "unknown_outcome",
+            f"tool {call.name!r} lost its connection ({type(error).__name__}"
+            + (f": {detail}" if detail else "")
+            + "); the outcome is unknown: it may or may not have taken effect. It "
+            "was not retried because it is not declared idempotent; check whether "
+            "it took effect before calling it again.",
+            duration,
+            error,
+        )
     if isinstance(error, ToolError):
         kind, message = "exception", str(error) or f"tool {call.name!r} failed"
     elif isinstance(error, ToolCancelled):

@@ -21,6 +21,7 @@ import docstring_parser
 import pydantic
 
 from .errors import ToolDefinitionError
+from .retry import Retry
 
 if TYPE_CHECKING:
     from .context import ToolContext
@@ -160,6 +161,24 @@ def _is_context_annotation(annotation: Any) -> bool:
     )
 
 
+def _check_retry(retry: Any, name: str, idempotent: bool) -> Retry | None:
+    if retry is None or retry is False:
+        return None
+    if retry is True:
+        retry = Retry()
+    if not isinstance(retry, Retry):
+        raise ToolDefinitionError(
+            f"retry of tool {name!r} must be an agentsync.Retry or True, got {retry!r}"
+        )
+    if not idempotent:
+        raise ToolDefinitionError(
+            f"tool {name!r} has a retry policy but is not declared idempotent; a "
+            "call that failed half-way may have taken effect, so retrying it could "
+            "do it twice. Pass idempotent=True if running it twice is harmless"
+        )
+    return retry
+
+
 def _check_timeout(value: float | None, what: str) -> float | None:
     if value is None:
         return None
@@ -232,7 +251,7 @@ class Tool:
             )
         self.on_timeout: OnTimeout = on_timeout
         self.idempotent = bool(idempotent)
-        self.retry = retry
+        self.retry = _check_retry(retry, self.name, self.idempotent)
         self.is_async = inspect.iscoroutinefunction(fn)
 
         doc = docstring_parser.parse(inspect.getdoc(fn) or "")
@@ -381,7 +400,7 @@ def tool(
     locks: Sequence[str] = (),
     idempotent: bool = False,
     on_timeout: OnTimeout = "abandon",
-    retry: Any = None,
+    retry: Retry | bool | None = None,
     stuck_after: float | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
@@ -396,7 +415,7 @@ def tool(
     locks: Sequence[str] = (),
     idempotent: bool = False,
     on_timeout: OnTimeout = "abandon",
-    retry: Any = None,
+    retry: Retry | bool | None = None,
     stuck_after: float | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn a function into a :class:`Tool`, bare (``@tool``) or with options.
@@ -414,7 +433,8 @@ def tool(
         locks: lock names taken in canonical order around each call.
         idempotent: declare that running a call twice is harmless.
         on_timeout: what to do with a call past its timeout.
-        retry: a retry policy for idempotent tools.
+        retry: an :class:`agentsync.Retry` policy (or True for the default
+            one); only for tools declared ``idempotent``.
         stuck_after: seconds after which the watchdog reports a call as stuck
             (with its stack), before or at its timeout.
 
