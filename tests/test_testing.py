@@ -480,6 +480,227 @@ class TestHandlers:
         assert texts == ["always this"] * 3
 
 
+THREADS_BETA = "message-threads-2026-08-12"
+
+
+def ask_in_thread(
+    client: anthropic.Anthropic, thread: dict[str, Any], **overrides: Any
+) -> anthropic.types.beta.BetaMessage:
+    arguments: dict[str, Any] = {
+        "model": "claude-fake-1",
+        "max_tokens": 64,
+        "messages": HELLO,
+        "betas": [THREADS_BETA],
+        "thread": thread,
+        **overrides,
+    }
+    message: anthropic.types.beta.BetaMessage = client.beta.messages.create(**arguments)
+    return message
+
+
+def continue_from(message_id: str) -> dict[str, Any]:
+    return {"type": "continue", "previous_message_id": message_id}
+
+
+@anthropic.beta_tool
+def add(a: int, b: int) -> str:
+    """Add two numbers.
+
+    Args:
+        a: the first number.
+        b: the second number.
+    """
+    return str(a + b)
+
+
+@anthropic.beta_tool
+def mul(a: int, b: int) -> str:
+    """Multiply two numbers.
+
+    Args:
+        a: the first number.
+        b: the second number.
+    """
+    return str(a * b)
+
+
+class TestThreads:
+    def test_sdk_tool_runner_completes_two_tools_over_two_turns(
+        self, server: FakeMessagesServer, client: anthropic.Anthropic
+    ) -> None:
+        """The SDK's threaded tool runner ends, and requests show the whole talk."""
+        server.add_reply([tool_use_block("add", {"a": 1, "b": 2})], extra={"id": "m1"})
+        server.add_reply([tool_use_block("mul", {"a": 3, "b": 4})], extra={"id": "m2"})
+        seen: list[list[dict[str, Any]]] = []
+
+        def last_turn(request: RecordedRequest) -> str:
+            seen.append(request.messages)
+            return "done"
+
+        server.add_handler(last_turn)
+        runner = client.beta.messages.tool_runner(
+            model="claude-fake-1",
+            max_tokens=64,
+            messages=[{"role": "user", "content": "compute"}],
+            tools=[add, mul],
+        )
+
+        final = runner.until_done()
+
+        assert final.content[0].type == "text" and final.content[0].text == "done"
+        first, second, third = server.requests
+        assert [r.thread for r in server.requests] == [
+            {"type": "create"},
+            continue_from("m1"),
+            continue_from("m2"),
+        ]
+        assert all(THREADS_BETA in r.headers["anthropic-beta"] for r in server.requests)
+        assert "tools" not in third.json
+        assert third.tool_names == first.tool_names == ["add", "mul"]
+        assert [m["role"] for m in third.messages] == [
+            "user",
+            "assistant",
+            "user",
+            "assistant",
+            "user",
+        ]
+        assert third.messages[:3] == second.messages
+        assert third.sent_messages == third.messages[-1:]
+        assert [b["content"] for b in second.tool_results + third.tool_results] == [
+            "3",
+            "12",
+        ]
+        assert seen == [third.messages]
+        assert server.held_replies == 3
+
+    def test_lost_thread_makes_the_sdk_replay_the_history(
+        self, server: FakeMessagesServer, client: anthropic.Anthropic
+    ) -> None:
+        """A continue from an unknown reply gets thread_not_found; the SDK replays."""
+
+        @anthropic.beta_tool
+        def work(n: int) -> str:
+            """Work, while the server forgets every thread.
+
+            Args:
+                n: how much.
+            """
+            server.forget_threads()
+            return "worked"
+
+        server.add_reply([tool_use_block("work", {"n": 1})])
+        server.add_reply("done")
+        runner = client.beta.messages.tool_runner(
+            model="claude-fake-1",
+            max_tokens=64,
+            messages=[{"role": "user", "content": "hello"}],
+            tools=[work],
+        )
+
+        final = runner.until_done()
+
+        assert final.content[0].type == "text" and final.content[0].text == "done"
+        _, lost, replay = server.requests
+        assert lost.thread is not None and lost.thread["type"] == "continue"
+        assert lost.messages == lost.sent_messages
+        assert replay.thread == {"type": "create"}
+        assert replay.tool_names == ["work"]
+        assert [m["role"] for m in replay.sent_messages] == [
+            "user",
+            "assistant",
+            "user",
+        ]
+        assert replay.tool_results[0]["content"] == "worked"
+        assert server.pending == 0
+
+    def test_thread_not_found_has_the_shape_the_sdk_recovers_from(
+        self, server: FakeMessagesServer, client: anthropic.Anthropic
+    ) -> None:
+        """An unknown previous_message_id is a 404 with error_code thread_not_found."""
+        server.add_reply("never sent")
+
+        with pytest.raises(anthropic.NotFoundError) as caught:
+            ask_in_thread(client, continue_from("msg_unknown"), messages=[])
+
+        assert caught.value.type == "not_found_error"
+        assert caught.value.error_code == "thread_not_found"
+        assert "msg_unknown" in str(caught.value)
+        assert server.pending == 1
+
+    def test_continue_rebuilds_the_conversation_for_validation(
+        self, server: FakeMessagesServer, client: anthropic.Anthropic
+    ) -> None:
+        """A continue is validated against the held history, not its body alone."""
+        call = server.add_tool_use("add", {"a": 1, "b": 1})
+        server.add_reply("done")
+        first = ask_in_thread(client, {"type": "create"}, system="be brief")
+        result = {"type": "tool_result", "tool_use_id": "toolu_other", "content": "2"}
+
+        # The index counts the held history: the body sent one message.
+        with pytest.raises(anthropic.BadRequestError, match="messages.2: tool_use"):
+            ask_in_thread(
+                client,
+                continue_from(first.id),
+                messages=[{"role": "user", "content": [result]}],
+            )
+        result["tool_use_id"] = call.tool_use_ids[0]
+        second = ask_in_thread(
+            client,
+            continue_from(first.id),
+            messages=[{"role": "user", "content": [result]}],
+        )
+
+        assert second.content[0].type == "text"
+        assert server.last_request.full_json is not None
+        assert server.last_request.full_json["system"] == "be brief"
+        assert len(server.last_request.messages) == 3
+
+    def test_continue_after_pause_turn_may_send_no_messages(
+        self, server: FakeMessagesServer, client: anthropic.Anthropic
+    ) -> None:
+        """An empty continue resumes the held turn, as after a pause_turn."""
+        server.add_reply("thinking...", stop_reason="pause_turn")
+        server.add_reply("resumed")
+        first = ask_in_thread(client, {"type": "create"})
+
+        second = ask_in_thread(client, continue_from(first.id), messages=[])
+
+        assert second.content[0].type == "text"
+        assert second.content[0].text == "resumed"
+        assert server.last_request.sent_messages == []
+        assert [m["role"] for m in server.last_request.messages] == [
+            "user",
+            "assistant",
+        ]
+
+    def test_continue_repeating_create_only_fields_is_rejected(
+        self, server: FakeMessagesServer, client: anthropic.Anthropic
+    ) -> None:
+        """A continue may not send system or tools; the thread keeps its own."""
+        server.add_reply("first")
+        first = ask_in_thread(client, {"type": "create"}, system="be brief")
+
+        with pytest.raises(anthropic.BadRequestError, match="system: not allowed"):
+            ask_in_thread(
+                client, continue_from(first.id), messages=[], system="be brief"
+            )
+
+    def test_held_replies_are_bounded(self) -> None:
+        """Only the last max_held_replies threaded replies can be continued."""
+        with FakeMessagesServer(max_held_replies=2) as small, small.client() as sdk:
+            small.set_default("ok")
+            ask(sdk)
+            ids = [ask_in_thread(sdk, {"type": "create"}).id for _ in range(3)]
+
+            with pytest.raises(anthropic.NotFoundError) as caught:
+                ask_in_thread(sdk, continue_from(ids[0]), messages=[])
+            latest = ask_in_thread(sdk, continue_from(ids[2]), messages=[])
+
+            assert caught.value.error_code == "thread_not_found"
+            assert latest.content[0].type == "text"
+            assert small.held_replies == 2
+
+
 class TestTiming:
     def test_delayed_reply_times_out_a_short_client_timeout(
         self, server: FakeMessagesServer, client: anthropic.Anthropic

@@ -187,7 +187,7 @@ class Reply:
             "id": "msg_fake" + secrets.token_hex(10),
             "type": "message",
             "role": "assistant",
-            "model": self.model or request.json.get("model") or "fake-model",
+            "model": self.model or request.model or "fake-model",
             "content": copy.deepcopy(list(self.blocks)),
             "stop_reason": self.stop_reason,
             "stop_sequence": stop_sequence,
@@ -269,7 +269,14 @@ class RecordedRequest:
 
     ``index`` counts from 1. ``headers`` has lowercased names. ``json`` is the
     decoded body, or an empty dict when the body was not a JSON object.
-    ``received_at`` is a ``time.monotonic()`` value.
+    ``full_json`` is the request as the server reads it: for a message-thread
+    continue, the held conversation comes before the messages sent and the
+    thread's ``system`` and ``tools`` are filled in; otherwise it equals
+    ``json``. ``received_at`` is a ``time.monotonic()`` value.
+
+    :attr:`messages`, :attr:`tools` and :attr:`tool_results` read
+    ``full_json``, so a test sees the whole conversation however the client
+    sent it; :attr:`sent_messages` are the messages of this body alone.
     """
 
     index: int
@@ -279,23 +286,44 @@ class RecordedRequest:
     body: bytes
     json: Mapping[str, Any] = field(default_factory=dict)
     received_at: float = 0.0
+    full_json: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.full_json is None:
+            object.__setattr__(self, "full_json", self.json)
+
+    @property
+    def _full(self) -> Mapping[str, Any]:
+        return self.full_json if self.full_json is not None else self.json
 
     @property
     def model(self) -> str | None:
         """The requested model."""
-        model = self.json.get("model")
+        model = self._full.get("model")
         return model if isinstance(model, str) else None
 
     @property
     def messages(self) -> list[dict[str, Any]]:
-        """The conversation sent, as plain dicts."""
+        """The whole conversation, held history included, as plain dicts."""
+        messages = self._full.get("messages")
+        return list(messages) if isinstance(messages, list) else []
+
+    @property
+    def sent_messages(self) -> list[dict[str, Any]]:
+        """The messages this request's body carried, as plain dicts."""
         messages = self.json.get("messages")
         return list(messages) if isinstance(messages, list) else []
 
     @property
+    def thread(self) -> dict[str, Any] | None:
+        """The ``thread`` field sent (``{"type": "create"}``...), or ``None``."""
+        thread = self.json.get("thread")
+        return dict(thread) if isinstance(thread, dict) else None
+
+    @property
     def tools(self) -> list[dict[str, Any]]:
-        """The tool definitions sent, as plain dicts."""
-        tools = self.json.get("tools")
+        """The tool definitions in force, a thread's included, as plain dicts."""
+        tools = self._full.get("tools")
         return list(tools) if isinstance(tools, list) else []
 
     @property

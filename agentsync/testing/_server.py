@@ -21,6 +21,11 @@ from agentsync.testing._script import (
     Reply,
     Scripted,
 )
+from agentsync.testing._threads import (
+    DEFAULT_MAX_HELD_REPLIES,
+    ThreadLookup,
+    ThreadStore,
+)
 from agentsync.testing._validate import request_problem
 
 if TYPE_CHECKING:
@@ -70,6 +75,18 @@ class FakeMessagesServer:
     stream) and, when ``validate_requests`` is true, a conversation breaking
     the ``tool_use``/``tool_result`` pairing rules. Other paths answer 404.
 
+    Message threads (the ``message-threads-2026-08-12`` beta, which the SDK's
+    tool runner uses) are held as the API holds them: a request with
+    ``"thread": {"type": "create"}`` or ``"continue"`` keeps its whole
+    conversation and its ``system`` and ``tools`` under the reply's id, and a
+    continue from that id sends only its new messages. Validation, handlers
+    and :attr:`RecordedRequest.messages` see the whole conversation. A
+    continue from an id the server does not hold answers 404 with
+    ``error_code`` ``"thread_not_found"``, and the SDK replays the history;
+    :meth:`forget_threads` provokes that. Limit: a reply may be continued
+    more than once, each continue branching from it; the fake never answers
+    ``thread_already_continued`` or ``thread_continue_in_flight``.
+
     Every request is recorded in :attr:`requests`, rejected ones included.
     The server is safe to use from many threads; with concurrent requests,
     "next item" means next to arrive.
@@ -77,11 +94,21 @@ class FakeMessagesServer:
     Args:
         validate_requests: check each conversation as the API would.
         port: the loopback port; 0 picks a free one.
+        max_held_replies: how many threaded replies the server holds the
+            conversation of; a continue from an older one gets
+            ``thread_not_found``. Bounds memory in long tests.
     """
 
-    def __init__(self, *, validate_requests: bool = True, port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        validate_requests: bool = True,
+        port: int = 0,
+        max_held_replies: int = DEFAULT_MAX_HELD_REPLIES,
+    ) -> None:
         self._validate_requests = validate_requests
         self._port = port
+        self._threads = ThreadStore(max_held_replies)
 
         self._lock = threading.Lock()
         self._received = threading.Condition(self._lock)
@@ -302,7 +329,20 @@ class FakeMessagesServer:
         with self._lock:
             self._default = responder
 
+    def forget_threads(self) -> None:
+        """Drop every held conversation, as a server that lost its state.
+
+        The next continue from any earlier reply answers
+        ``thread_not_found``.
+        """
+        self._threads.clear()
+
     # -- inspection ------------------------------------------------------
+
+    @property
+    def held_replies(self) -> int:
+        """How many replies the server holds a conversation for."""
+        return len(self._threads)
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -352,11 +392,13 @@ class FakeMessagesServer:
         while not self._closing.is_set():
             httpd.handle_request()
 
-    def _record(self, handler: BaseHTTPRequestHandler, body: bytes) -> RecordedRequest:
-        try:
-            decoded = json.loads(body) if body else None
-        except ValueError:
-            decoded = None
+    def _record(
+        self,
+        handler: BaseHTTPRequestHandler,
+        body: bytes,
+        decoded: dict[str, Any],
+        lookup: ThreadLookup,
+    ) -> RecordedRequest:
         headers = {k.lower(): v for k, v in handler.headers.items()}
 
         with self._received:
@@ -366,8 +408,9 @@ class FakeMessagesServer:
                 path=handler.path,
                 headers=MappingProxyType(headers),
                 body=body,
-                json=decoded if isinstance(decoded, dict) else {},
+                json=decoded,
                 received_at=time.monotonic(),
+                full_json=lookup.full_body(decoded),
             )
             self._requests.append(request)
             self._received.notify_all()
@@ -379,9 +422,16 @@ class FakeMessagesServer:
                 return self._script.popleft()
             return self._default
 
-    def _answer(self, request: RecordedRequest) -> Scripted:
+    def _lookup_thread(
+        self, handler: BaseHTTPRequestHandler, decoded: Any
+    ) -> ThreadLookup:
+        if not _serves(handler.command, handler.path) or not isinstance(decoded, dict):
+            return ThreadLookup()
+        return self._threads.lookup(decoded, strict=self._validate_requests)
+
+    def _answer(self, request: RecordedRequest, lookup: ThreadLookup) -> Scripted:
         """Decide what ``request`` gets; never raises."""
-        if request.path.split("?", 1)[0] != _MESSAGES_PATH or request.method != "POST":
+        if not _serves(request.method, request.path):
             return _fake_error(
                 404,
                 f"FakeMessagesServer only serves POST {_MESSAGES_PATH}, "
@@ -395,8 +445,10 @@ class FakeMessagesServer:
                 "streaming is not supported by FakeMessagesServer; "
                 "call messages.create() without stream=True",
             )
-        if self._validate_requests:
-            problem = request_problem(request.json)
+        if lookup.error is not None:
+            return lookup.error
+        if self._validate_requests and request.full_json is not None:
+            problem = request_problem(request.full_json)
             if problem is not None:
                 return _fake_error(400, problem)
 
@@ -424,8 +476,15 @@ class FakeMessagesServer:
     def _handle(self, handler: _RequestHandler) -> None:
         length = int(handler.headers.get("content-length") or 0)
         body = handler.rfile.read(length) if length > 0 else b""
-        request = self._record(handler, body)
-        item = self._answer(request)
+        try:
+            decoded = json.loads(body) if body else None
+        except ValueError:
+            decoded = None
+        lookup = self._lookup_thread(handler, decoded)
+        request = self._record(
+            handler, body, decoded if isinstance(decoded, dict) else {}, lookup
+        )
+        item = self._answer(request, lookup)
         request_id = f"req_fake{request.index:016d}"
 
         # The delay waits on the closing flag, so close() cuts it short.
@@ -451,6 +510,10 @@ class FakeMessagesServer:
             except ValueError as exc:
                 status, document = 500, _fake_error(500, str(exc)).to_body()
                 headers["x-should-retry"] = "false"
+            else:
+                # Held before the answer leaves, so the client's next turn
+                # can continue from it.
+                self._threads.hold(lookup, request.json, document)
         payload = json.dumps(document).encode()
         headers = {
             "content-type": "application/json",
@@ -458,6 +521,10 @@ class FakeMessagesServer:
             **headers,
         }
         handler.answer(status, payload, headers)
+
+
+def _serves(method: str, path: str) -> bool:
+    return method == "POST" and path.split("?", 1)[0] == _MESSAGES_PATH
 
 
 def _fake_error(status: int, message: str) -> ErrorReply:
