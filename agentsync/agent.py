@@ -190,7 +190,9 @@ def run_agent(
     if max_turns < 1:
         raise ValueError(f"max_turns must be at least 1, got {max_turns}")
     if deadline is not None and not deadline > 0:
-        raise ValueError(f"deadline must be a positive number of seconds, got {deadline!r}")
+        raise ValueError(
+            f"deadline must be a positive number of seconds, got {deadline!r}"
+        )
     loop = _Loop(
         client=client,
         model=model,
@@ -333,7 +335,9 @@ class _Loop:
         outcomes = rt.run_calls(calls, deadline=self.end)
 
         # One user message, the results first and in the model's order.
-        result.messages.append({"role": "user", "content": [o.to_block() for o in outcomes]})
+        result.messages.append(
+            {"role": "user", "content": [o.to_block() for o in outcomes]}
+        )
         for call, outcome in zip(calls, outcomes):
             result.tool_calls.append(_record(call, outcome, result.turns))
         self._check_repeats(calls, outcomes)
@@ -413,7 +417,9 @@ class _Loop:
                 raise RunDeadlineExceeded(
                     "the run's deadline passed while waiting for the model"
                 ) from exc
-            raise APIReplyError(f"the Messages API did not answer in time: {exc}") from exc
+            raise APIReplyError(
+                f"the Messages API did not answer in time: {exc}"
+            ) from exc
         except anthropic.APIConnectionError as exc:
             raise APIReplyError(
                 f"could not reach the Messages API ({exc}); gave up "
@@ -451,7 +457,9 @@ class _Loop:
         return self.client.messages.create(**request, timeout=timeout)
 
 
-def _initial_messages(prompt: str | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _initial_messages(
+    prompt: str | Sequence[Mapping[str, Any]],
+) -> list[dict[str, Any]]:
     if isinstance(prompt, str):
         if not prompt.strip():
             raise ValueError("the prompt is empty")
@@ -490,8 +498,13 @@ def _check_reply(message: Any) -> None:
     for index, block in enumerate(content):
         if getattr(block, "type", None) == "tool_use":
             if not getattr(block, "id", None) or not getattr(block, "name", None):
-                raise APIReplyError(f"tool_use block {index} of the reply has no id or name")
-            if not isinstance(getattr(block, "input", None), dict) and stop not in _CUT_OFF:
+                raise APIReplyError(
+                    f"tool_use block {index} of the reply has no id or name"
+                )
+            if (
+                not isinstance(getattr(block, "input", None), dict)
+                and stop not in _CUT_OFF
+            ):
                 raise APIReplyError(
                     f"tool_use block {index} ({block.name!r}) has an input that is not "
                     "an object"
@@ -533,13 +546,14 @@ def _wait(state: tenacity.RetryCallState) -> float:
     asked = _retry_after(exc)
     if asked is not None:
         return asked
-    backoff = min(8.0, 0.5 * 2 ** (state.attempt_number - 1))
-    return backoff * (0.5 + random.random() / 2)
+    backoff = min(8.0, 0.5 * 2.0 ** (state.attempt_number - 1))
+    return float(backoff * (0.5 + random.random() / 2))
 
 
 def _status_error(exc: anthropic.APIStatusError, gave_up: list[str]) -> AgentRunError:
-    body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+    body: dict[str, Any] = exc.body if isinstance(exc.body, dict) else {}
+    found = body.get("error")
+    error: dict[str, Any] = found if isinstance(found, dict) else {}
     kind = error.get("type") or "error"
     detail = error.get("message") or str(exc)
     why = f"; gave up {gave_up[0]}" if gave_up else ""
@@ -549,7 +563,9 @@ def _status_error(exc: anthropic.APIStatusError, gave_up: list[str]) -> AgentRun
             f"the Messages API answered {exc.status_code} {kind} ({name}){why}",
             retry_after=_retry_after(exc),
         )
-    return APIReplyError(f"the Messages API answered {exc.status_code} {kind}: {detail}{why}")
+    return APIReplyError(
+        f"the Messages API answered {exc.status_code} {kind}: {detail}{why}"
+    )
 
 
 def _record(call: ToolCall, outcome: Outcome, turn: int) -> ToolCallRecord:

@@ -30,11 +30,15 @@ def load_tools(specs: Sequence[str]) -> list[Any]:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise SystemExit(f"agentsync: cannot import {module_name!r}: {exc}") from exc
+            raise SystemExit(
+                f"agentsync: cannot import {module_name!r}: {exc}"
+            ) from exc
         try:
             value = getattr(module, attr)
         except AttributeError:
-            raise SystemExit(f"agentsync: module {module_name!r} has no {attr!r}") from None
+            raise SystemExit(
+                f"agentsync: module {module_name!r} has no {attr!r}"
+            ) from None
         if isinstance(value, (list, tuple)):
             found.extend(value)
         elif callable(value):
@@ -85,7 +89,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"agentsync: the run failed: {exc}", file=sys.stderr)
         return 1
     for call in result.tool_calls:
-        print(f"  {call.name}: {call.status} in {call.duration * 1000:.0f} ms", file=sys.stderr)
+        print(
+            f"  {call.name}: {call.status} in {call.duration * 1000:.0f} ms",
+            file=sys.stderr,
+        )
     print(result.text)
     return 0
 
@@ -98,7 +105,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the demo agent (no API key needed)")
     demo.add_argument("--model", help="model name when ANTHROPIC_API_KEY is set")
-    demo.add_argument("--offline", action="store_true", help="use the scripted model even with a key")
+    demo.add_argument(
+        "--offline", action="store_true", help="use the scripted model even with a key"
+    )
     demo.add_argument("-v", "--verbose", action="store_true", help="print debug logs")
     demo.set_defaults(func=_cmd_demo)
 
@@ -108,7 +117,9 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model")
     run.add_argument("--system")
     run.add_argument("--max-turns", type=int, default=20)
-    run.add_argument("--deadline", type=float, default=300.0, help="seconds for the whole run")
+    run.add_argument(
+        "--deadline", type=float, default=300.0, help="seconds for the whole run"
+    )
     run.add_argument("--base-url", help="a Messages API base URL")
     run.add_argument("--json-logs", action="store_true")
     run.add_argument("-v", "--verbose", action="store_true")

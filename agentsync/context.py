@@ -102,7 +102,9 @@ class ToolContext:
             ToolCancelled: the caller stopped waiting, or the deadline passed.
         """
         if self.cancelled:
-            raise ToolCancelled(f"call {self.call_id} of tool {self.tool!r} was cancelled")
+            raise ToolCancelled(
+                f"call {self.call_id} of tool {self.tool!r} was cancelled"
+            )
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise ToolCancelled(
                 f"call {self.call_id} of tool {self.tool!r} passed its deadline"

@@ -45,7 +45,15 @@ Opened software and gift cards cannot be refunded.
 """
 
 _FIRST_NAMES = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Frances", "Tony"]
-_LAST_NAMES = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Thompson", "Allen"]
+_LAST_NAMES = [
+    "Lovelace",
+    "Hopper",
+    "Turing",
+    "Dijkstra",
+    "Liskov",
+    "Thompson",
+    "Allen",
+]
 
 
 def build_shop(folder: Path, *, orders: int = 300, seed: int = 7) -> Path:
@@ -53,14 +61,18 @@ def build_shop(folder: Path, *, orders: int = 300, seed: int = 7) -> Path:
     rng = random.Random(seed)
     db = folder / "shop.db"
     with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+        conn.execute(
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL)"
+        )
         conn.execute(
             "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL "
             "REFERENCES customers(id), sku TEXT NOT NULL, amount REAL NOT NULL, "
             "placed_on TEXT NOT NULL)"
         )
         names = [f"{f} {l}" for f in _FIRST_NAMES for l in _LAST_NAMES][:40]
-        conn.executemany("INSERT INTO customers (name) VALUES (?)", [(n,) for n in names])
+        conn.executemany(
+            "INSERT INTO customers (name) VALUES (?)", [(n,) for n in names]
+        )
         conn.executemany(
             "INSERT INTO orders (customer_id, sku, amount, placed_on) VALUES (?, ?, ?, ?)",
             [
@@ -86,7 +98,9 @@ class _SilentService:
         self._held: list[socket.socket] = []
         self._stop = threading.Event()
         self.port = self._sock.getsockname()[1]
-        threading.Thread(target=self._accept, name="demo-inventory", daemon=True).start()
+        threading.Thread(
+            target=self._accept, name="demo-inventory", daemon=True
+        ).start()
 
     def _accept(self) -> None:
         while not self._stop.is_set():
@@ -101,7 +115,9 @@ class _SilentService:
         self._sock.close()
 
 
-def make_tools(folder: Path, inventory_port: int, *, inventory_timeout: float = 1.5) -> list[Tool]:
+def make_tools(
+    folder: Path, inventory_port: int, *, inventory_timeout: float = 1.5
+) -> list[Tool]:
     """The demo's three tools, bound to a shop folder and the inventory port."""
     db_uri = f"file:{folder / 'shop.db'}?mode=ro"
 
@@ -154,7 +170,10 @@ def _scripted_model(server: Any) -> None:
     """Script the fake model: call all tools at once, then answer from their results."""
     server.add_reply(
         [
-            {"type": "text", "text": "I'll query the database, read the policy and ask the inventory service."},
+            {
+                "type": "text",
+                "text": "I'll query the database, read the policy and ask the inventory service.",
+            },
             {
                 "type": "tool_use",
                 "name": "query_db",
@@ -185,9 +204,12 @@ def _scripted_model(server: Any) -> None:
             return Reply(f"I expected four tool results and got {len(results)}.")
         totals, top, policy, stock = (r.get("content") for r in results)
         totals = json.loads(totals)[0]
-        top = ", ".join(f"{row['name']} (${row['spent']:,.2f})" for row in json.loads(top))
+        top = ", ".join(
+            f"{row['name']} (${row['spent']:,.2f})" for row in json.loads(top)
+        )
         refund = next(
-            (line for line in str(policy).splitlines() if "full refund" in line), "unknown"
+            (line for line in str(policy).splitlines() if "full refund" in line),
+            "unknown",
         )
         stock_line = (
             "The inventory service did not answer in time, so SKU-42's stock is unknown."
@@ -219,15 +241,23 @@ def run_demo(
         build_shop(folder)
         service = _SilentService()
         tools = make_tools(folder, service.port)
-        say(f"shop: {folder / 'shop.db'} (40 customers, 300 orders), {folder / 'policy.md'}")
-        say(f"model: {'Claude (' + (model or DEFAULT_MODEL) + ')' if use_api else 'scripted (no ANTHROPIC_API_KEY: FakeMessagesServer on loopback)'}")
+        say(
+            f"shop: {folder / 'shop.db'} (40 customers, 300 orders), {folder / 'policy.md'}"
+        )
+        say(
+            f"model: {'Claude (' + (model or DEFAULT_MODEL) + ')' if use_api else 'scripted (no ANTHROPIC_API_KEY: FakeMessagesServer on loopback)'}"
+        )
         say(f"prompt: {PROMPT}\n")
 
         started = time.monotonic()
         try:
             if use_api:
                 result = run_agent(
-                    PROMPT, tools=tools, model=model or DEFAULT_MODEL, deadline=120, max_turns=10
+                    PROMPT,
+                    tools=tools,
+                    model=model or DEFAULT_MODEL,
+                    deadline=120,
+                    max_turns=10,
                 )
             else:
                 from .testing import FakeMessagesServer
@@ -235,13 +265,19 @@ def run_demo(
                 with FakeMessagesServer() as server:
                     _scripted_model(server)
                     result = run_agent(
-                        PROMPT, tools=tools, client=server.client(), deadline=30, max_turns=5
+                        PROMPT,
+                        tools=tools,
+                        client=server.client(),
+                        deadline=30,
+                        max_turns=5,
                     )
         finally:
             service.close()
         _print_run(result, say)
-        say(f"\nthe run ended in {time.monotonic() - started:.2f} s; "
-            "the hung inventory thread was abandoned and does not keep the process alive")
+        say(
+            f"\nthe run ended in {time.monotonic() - started:.2f} s; "
+            "the hung inventory thread was abandoned and does not keep the process alive"
+        )
         return result
 
 
@@ -270,6 +306,8 @@ def _print_run(result: RunResult, say: Callable[[str], None]) -> None:
                 f"  -> {call.name}: {call.status} in {call.duration * 1000:.0f} ms: "
                 f"{text[:100]}{'...' if len(text) > 100 else ''}"
             )
-    say(f"\nanswer ({result.stop_reason}, {result.turns} turns, "
-        f"{result.usage.input_tokens} in / {result.usage.output_tokens} out tokens):")
+    say(
+        f"\nanswer ({result.stop_reason}, {result.turns} turns, "
+        f"{result.usage.input_tokens} in / {result.usage.output_tokens} out tokens):"
+    )
     say(f"  {result.text}")

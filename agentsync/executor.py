@@ -131,7 +131,6 @@ class _WorkItem:
             return self.state == _DONE
 
 
-
 class ToolExecutor(Executor):
     """A ``concurrent.futures.Executor`` of daemon threads that can be abandoned.
 
@@ -181,7 +180,9 @@ class ToolExecutor(Executor):
 
     # -- submitting ----------------------------------------------------------
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Future[Any]:
         """Schedule ``fn(*args, **kwargs)``, run in a copy of the caller's context.
 
         Raises:
@@ -346,7 +347,8 @@ class ToolExecutor(Executor):
             self._abandoned_total += 1
             self._live -= 1
             self._busy -= 1
-            self._workers.discard(thread)  # type: ignore[arg-type]
+            if thread is not None:
+                self._workers.discard(thread)
             self._spawn_if_needed_locked()
         _log.warning(
             "tool.abandoned",
@@ -409,7 +411,9 @@ class ToolExecutor(Executor):
             return
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in workers:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            remaining = (
+                None if deadline is None else max(0.0, deadline - time.monotonic())
+            )
             thread.join(remaining)
 
     def _drain(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import IO, Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -14,7 +14,7 @@ _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
 def configure_logging(
-    level: str | int = "info", *, json: bool = False, stream: IO[str] | None = None
+    level: str | int = "info", *, json: bool = False, stream: TextIO | None = None
 ) -> None:
     """Set up structlog for a script: readable console lines, or JSON lines.
 
@@ -28,7 +28,9 @@ def configure_logging(
     """
     if isinstance(level, str):
         if level.lower() not in _LEVELS:
-            raise ValueError(f"unknown log level {level!r}; use one of {sorted(_LEVELS)}")
+            raise ValueError(
+                f"unknown log level {level!r}; use one of {sorted(_LEVELS)}"
+            )
         level = _LEVELS[level.lower()]
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -40,7 +42,9 @@ def configure_logging(
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso" if json else "%H:%M:%S"),
-            structlog.processors.format_exc_info if json else structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info
+            if json
+            else structlog.processors.StackInfoRenderer(),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

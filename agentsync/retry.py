@@ -81,24 +81,42 @@ class Retry:
         ):
             raise TypeError(f"Retry(on=...) takes exception types, got {self.on!r}")
         object.__setattr__(self, "on", tuple(on))
-        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or self.attempts < 1:
-            raise ValueError(f"Retry attempts must be a whole number of 1 or more, got {self.attempts!r}")
+        if (
+            isinstance(self.attempts, bool)
+            or not isinstance(self.attempts, int)
+            or self.attempts < 1
+        ):
+            raise ValueError(
+                f"Retry attempts must be a whole number of 1 or more, got {self.attempts!r}"
+            )
         for name in ("backoff", "max_backoff", "jitter"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"Retry {name} must be 0 or more seconds, got {value!r}")
+            if (
+                not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise ValueError(
+                    f"Retry {name} must be 0 or more seconds, got {value!r}"
+                )
         if self.budget is not None and (
-            not isinstance(self.budget, (int, float)) or not math.isfinite(self.budget) or self.budget <= 0
+            not isinstance(self.budget, (int, float))
+            or not math.isfinite(self.budget)
+            or self.budget <= 0
         ):
-            raise ValueError(f"Retry budget must be a positive number of seconds, got {self.budget!r}")
-        wait = tenacity.wait_exponential(multiplier=self.backoff, max=self.max_backoff)
+            raise ValueError(
+                f"Retry budget must be a positive number of seconds, got {self.budget!r}"
+            )
+        wait: tenacity.wait.wait_base = tenacity.wait_exponential(
+            multiplier=self.backoff, max=self.max_backoff
+        )
         if self.jitter:
             wait = wait + tenacity.wait_random(0, self.jitter)
         object.__setattr__(self, "_wait", wait)
 
     def sleep_before(self, attempt: int) -> float:
         """Seconds to sleep before attempt number ``attempt`` (2 or more)."""
-        state = tenacity.RetryCallState(None, None, (), {})
+        state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
         state.attempt_number = attempt - 1
         return float(self._wait(state))
 

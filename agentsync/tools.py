@@ -149,7 +149,9 @@ def _is_content_blocks(value: Any) -> bool:
     return (
         isinstance(value, list)
         and bool(value)
-        and all(isinstance(b, dict) and b.get("type") in ("text", "image") for b in value)
+        and all(
+            isinstance(b, dict) and b.get("type") in ("text", "image") for b in value
+        )
     )
 
 
@@ -231,13 +233,15 @@ class Tool:
         if not callable(fn):
             raise ToolDefinitionError(f"a tool must wrap a callable, got {fn!r}")
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", "")
+        self.name: str = str(name or getattr(fn, "__name__", ""))
         if not self.name or not self.name.replace("_", "a").replace("-", "a").isalnum():
             raise ToolDefinitionError(
                 f"tool name {self.name!r} must be letters, digits, '_' or '-'"
             )
         self.timeout = _check_timeout(timeout, f"timeout of tool {self.name!r}")
-        self.stuck_after = _check_timeout(stuck_after, f"stuck_after of tool {self.name!r}")
+        self.stuck_after = _check_timeout(
+            stuck_after, f"stuck_after of tool {self.name!r}"
+        )
         if isinstance(locks, str):
             raise ToolDefinitionError(
                 f"locks of tool {self.name!r} must be a sequence of names, "
@@ -255,10 +259,16 @@ class Tool:
         self.is_async = inspect.iscoroutinefunction(fn)
 
         doc = docstring_parser.parse(inspect.getdoc(fn) or "")
-        summary = "\n\n".join(p for p in (doc.short_description, doc.long_description) if p)
+        summary = "\n\n".join(
+            p for p in (doc.short_description, doc.long_description) if p
+        )
         self.description = description if description is not None else summary
         self.context_param, self.input_model = self._build_model(fn, doc)
         self._schema: dict[str, Any] | None = None
+        if on_timeout == "process":
+            from ._process import check_process_tool
+
+            check_process_tool(self)
 
     def __repr__(self) -> str:
         return f"<Tool {self.name!r} timeout={self.timeout}>"
@@ -307,7 +317,7 @@ class Tool:
             )
 
         try:
-            model = pydantic.create_model(  # type: ignore[call-overload]
+            model = pydantic.create_model(
                 f"{self.name}_input",
                 __config__=pydantic.ConfigDict(extra="forbid"),
                 **fields,
@@ -352,6 +362,10 @@ class Tool:
         An ``async def`` tool runs to completion on a private event loop of the
         calling thread, cancelled when the call's deadline passes.
         """
+        if self.on_timeout == "process":
+            from ._process import run_in_process
+
+            return run_in_process(self, context, kwargs)
         if self.context_param is not None:
             kwargs = {self.context_param: context, **kwargs}
         if not self.is_async:
