@@ -30,6 +30,14 @@ from .errors import (
     UnknownToolError,
 )
 from .executor import CallAbandoned, ExecutorOverloaded, ExecutorStats, ToolExecutor
+from .locks import (
+    LockBackend,
+    LockHolder,
+    LockInversion,
+    LockRegistry,
+    LockSnapshot,
+    LockStatistics,
+)
 from .logs import configure_logging
 from .retry import Retry
 from .runtime import PendingCall, Runtime, RuntimeStats
@@ -45,8 +53,14 @@ __all__ = [
     "CallAbandoned",
     "ExecutorOverloaded",
     "ExecutorStats",
+    "LockBackend",
     "LockError",
+    "LockHolder",
+    "LockInversion",
     "LockOrderError",
+    "LockRegistry",
+    "LockSnapshot",
+    "LockStatistics",
     "LockTimeout",
     "LockUsageError",
     "Outcome",
