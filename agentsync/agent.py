@@ -378,12 +378,12 @@ class _Loop:
                 gave_up.append(f"after {state.attempt_number} attempts")
                 return True
             if wait > self.max_retry_wait:
-                gave_up.append(f"it asked to wait {wait:g} s, over max_retry_wait")
+                gave_up.append(f"because it asked to wait {wait:g} s, over max_retry_wait")
                 return True
             if self.end is not None and time.monotonic() + wait >= self.end:
                 left = max(0.0, self.end - time.monotonic())
                 gave_up.append(
-                    f"it asked to wait {wait:g} s and the run's deadline is {left:.1f} s away"
+                    f"because it asked to wait {wait:g} s and the run's deadline is {left:.1f} s away"
                 )
                 return True
             return False
