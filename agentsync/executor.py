@@ -76,7 +76,8 @@ class _WorkItem:
         "args",
         "kwargs",
         "context",
-        "cond",
+        "guard",
+        "signal",
         "state",
         "value",
         "error",
@@ -102,7 +103,12 @@ class _WorkItem:
         self.args = args
         self.kwargs = kwargs
         self.context = contextvars.copy_context()
-        self.cond = threading.Condition(threading.Lock())
+        # A plain lock guards the state; a second one, held until the call
+        # reaches a final state, is what waiters block on. Two locks cost far
+        # less than a Condition, and this is on every call's path.
+        self.guard = threading.Lock()
+        self.signal = threading.Lock()
+        self.signal.acquire()
         self.state = _QUEUED
         self.value: Any = None
         self.error: BaseException | None = None
@@ -125,10 +131,16 @@ class _WorkItem:
 
     def wait(self, timeout: float | None) -> bool:
         """Wait until the call is done or ``timeout`` seconds pass."""
-        with self.cond:
-            if self.state != _DONE:
-                self.cond.wait(timeout)
-            return self.state == _DONE
+        if self.state == _DONE:
+            return True
+        if self.signal.acquire(True, -1 if timeout is None else timeout):
+            self.signal.release()
+        return self.state == _DONE
+
+    def _settle(self, state: int) -> None:
+        """Move to a final state and wake the waiters; call under ``guard``."""
+        self.state = state
+        self.signal.release()
 
 
 class ToolExecutor(Executor):
@@ -280,7 +292,7 @@ class ToolExecutor(Executor):
 
     def _run(self, item: _WorkItem, me: threading.Thread) -> bool:
         """Run one item; False when it was abandoned while running."""
-        with item.cond:
+        with item.guard:
             if item.state != _QUEUED:
                 return True
             item.state = _RUNNING
@@ -290,9 +302,8 @@ class ToolExecutor(Executor):
                 item.on_start(item)
         future = item.future
         if future is not None and not future.set_running_or_notify_cancel():
-            with item.cond:
-                item.state = _CANCELLED
-                item.cond.notify_all()
+            with item.guard:
+                item._settle(_CANCELLED)
             return True
 
         try:
@@ -301,11 +312,10 @@ class ToolExecutor(Executor):
             item.error = exc
         item.finished = time.monotonic()
 
-        with item.cond:
+        with item.guard:
             if item.state == _ABANDONED:
                 return False
-            item.state = _DONE
-            item.cond.notify_all()
+            item._settle(_DONE)
         if item.on_done is not None:
             try:
                 item.on_done()
@@ -329,17 +339,15 @@ class ToolExecutor(Executor):
         item = future if isinstance(future, _WorkItem) else self._item_of(future)
         if item is None:
             return bool(future.cancel()) if isinstance(future, Future) else False
-        with item.cond:
+        with item.guard:
             if item.state == _QUEUED:
-                item.state = _CANCELLED
-                item.cond.notify_all()
+                item._settle(_CANCELLED)
                 if item.future is not None:
                     item.future.cancel()
                 return True
             if item.state != _RUNNING:
                 return False
-            item.state = _ABANDONED
-            item.cond.notify_all()
+            item._settle(_ABANDONED)
 
         thread = item.thread
         with self._lock:
