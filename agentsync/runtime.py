@@ -12,9 +12,10 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 import pydantic
 import structlog
@@ -37,9 +38,10 @@ from .tools import ErrorKind, Outcome, Tool, ToolCall, tool as make_tool
 
 if TYPE_CHECKING:
     from .locks import LockRegistry
+    from .scheduler import PlanReport
     from .watchdog import Watchdog
 
-__all__ = ["CallLike", "PendingCall", "Runtime", "RuntimeStats"]
+__all__ = ["CallHook", "CallLike", "PendingCall", "Runtime", "RuntimeStats"]
 
 _log = structlog.get_logger("agentsync.runtime")
 
@@ -50,6 +52,29 @@ CallLike = Union[ToolCall, tuple[str, Mapping[str, Any]], Mapping[str, Any]]
 _current: contextvars.ContextVar[ToolContext | None] = contextvars.ContextVar(
     "agentsync_current_call", default=None
 )
+
+
+class CallHook(Protocol):
+    """Code run around every tool call, in the worker thread that runs it.
+
+    A hook works in two phases. :meth:`capture` runs in the caller's thread
+    when a call is started and returns what must cross to the worker (the
+    caller's Flask app, say). :meth:`wrap` runs in the worker and returns a
+    context manager entered around the tool, its locks included, and exited
+    when the tool returns or raises. Hooks are entered in the order given and
+    exited in reverse. Nested calls (``ctx.call``) run inside their parent's
+    hooks, which are not entered again.
+
+    An exception from :meth:`capture` becomes the call's ``exception``
+    outcome and the tool does not run; one from entering or exiting the
+    context manager becomes the call's outcome like the tool's own.
+    """
+
+    def capture(self) -> Any:
+        """Return the state :meth:`wrap` needs; runs in the caller's thread."""
+
+    def wrap(self, state: Any, ctx: ToolContext) -> AbstractContextManager[Any]:
+        """Return the context manager entered around the call in the worker."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +151,9 @@ class Runtime:
             the tool's ``stuck_after``, else its timeout) and the threads of
             abandoned calls; the process's shared one by default, and
             ``False`` for none.
+        hooks: :class:`CallHook` objects entered around every call in its
+            worker thread, such as
+            :class:`agentsync.integrations.flask.FlaskContext`.
     """
 
     def __init__(
@@ -138,6 +166,7 @@ class Runtime:
         max_depth: int = 8,
         locks: LockRegistry | None = None,
         watchdog: Watchdog | bool | None = None,
+        hooks: Iterable[CallHook] = (),
     ) -> None:
         self.default_timeout = _check_seconds(default_timeout, "default_timeout")
         if max_depth < 1:
@@ -151,6 +180,7 @@ class Runtime:
 
             watchdog = default_watchdog()
         self.watchdog: Watchdog | None = watchdog or None
+        self._hooks = tuple(hooks)
         self._closed = False
         self._stats_lock = threading.Lock()
         self._calls = itertools.count()
@@ -327,7 +357,7 @@ class Runtime:
         if isinstance(pending, _Pending) and pending.item is not None:
             item = pending.item
             if on_done is not None:
-                with item.cond:
+                with item.guard:
                     item.on_done = on_done
                     finished = item.state != _QUEUED_STATE and item.state != _RUNNING_STATE
                 if finished:
@@ -335,6 +365,25 @@ class Runtime:
         elif on_done is not None:
             on_done()
         return PendingCall(self, pending)
+
+    def run_plan(
+        self,
+        plan: Any,
+        *,
+        deadline: float | None = None,
+        max_parallel: int | None = None,
+        fail_fast: bool = False,
+    ) -> PlanReport:
+        """Run a plan's steps, each as soon as its dependencies succeed.
+
+        See :func:`agentsync.run_plan`; ``deadline`` is in seconds. Returns
+        its :class:`agentsync.PlanReport`.
+        """
+        from .scheduler import run_plan
+
+        return run_plan(
+            self, plan, deadline=deadline, max_parallel=max_parallel, fail_fast=fail_fast
+        )
 
     # -- the machinery -------------------------------------------------------
 
@@ -358,9 +407,19 @@ class Runtime:
         ctx = ToolContext(call_id=call.id, tool=t.name, runtime=self, deadline=deadline)
         pending = _Pending(call, t, ctx, limit, deadline)
         info = {"tool": t.name, "call_id": call.id}
+        hooked = None
+        if self._hooks:
+            try:
+                hooked = [(hook, hook.capture()) for hook in self._hooks]
+            except Exception as exc:  # noqa: BLE001 - becomes the outcome
+                message = f"a call hook failed before tool {t.name!r} started: {exc!r}"
+                return Outcome.failure(call, "exception", message, 0.0, exc)
         try:
             pending.item = self._executor._start(
-                self._invoke, (t, ctx, kwargs), on_start=pending.on_start, info=info
+                self._invoke,
+                (t, ctx, kwargs, hooked),
+                on_start=pending.on_start,
+                info=info,
             )
         except ExecutorOverloaded as exc:
             return Outcome.failure(call, "overloaded", str(exc), 0.0, exc)
@@ -368,7 +427,13 @@ class Runtime:
             raise RuntimeClosedError("runtime is closed; it accepts no more calls") from None
         return pending
 
-    def _invoke(self, t: Tool, ctx: ToolContext, kwargs: dict[str, Any]) -> Any:
+    def _invoke(
+        self,
+        t: Tool,
+        ctx: ToolContext,
+        kwargs: dict[str, Any],
+        hooked: list[tuple[CallHook, Any]] | None = None,
+    ) -> Any:
         """Run in a worker, inside a copy of the caller's context."""
         _current.set(ctx)
         started = time.monotonic()
@@ -388,7 +453,9 @@ class Runtime:
             )
             ctx._watched = True
         try:
-            if t.locks:
+            if hooked is not None:
+                value = self._invoke_hooked(t, ctx, kwargs, hooked)
+            elif t.locks:
                 with self.locks.acquire(*t.locks, deadline=ctx.deadline):
                     value = t.invoke(ctx, kwargs)
             else:
@@ -415,6 +482,22 @@ class Runtime:
             duration_ms=round((time.monotonic() - started) * 1000, 2),
         )
         return value
+
+    def _invoke_hooked(
+        self,
+        t: Tool,
+        ctx: ToolContext,
+        kwargs: dict[str, Any],
+        hooked: list[tuple[CallHook, Any]],
+    ) -> Any:
+        """Run a tool inside the context managers of the runtime's hooks."""
+        with ExitStack() as stack:
+            for hook, state in hooked:
+                stack.enter_context(hook.wrap(state, ctx))
+            if t.locks:
+                with self.locks.acquire(*t.locks, deadline=ctx.deadline):
+                    return t.invoke(ctx, kwargs)
+            return t.invoke(ctx, kwargs)
 
     def _finish(self, pending: _Pending | Outcome) -> Outcome:
         if isinstance(pending, Outcome):
