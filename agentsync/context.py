@@ -57,6 +57,7 @@ class ToolContext:
         self._cancel = cancel_event
         self._log: Any = None
         self._watched = False
+        self._waiting_locks: tuple[str, ...] = ()
 
     @property
     def log(self) -> Any:

@@ -456,8 +456,7 @@ class Runtime:
             if hooked is not None:
                 value = self._invoke_hooked(t, ctx, kwargs, hooked)
             elif t.locks:
-                with self.locks.acquire(*t.locks, deadline=ctx.deadline):
-                    value = t.invoke(ctx, kwargs)
+                value = self._invoke_locked(t, ctx, kwargs)
             else:
                 value = t.invoke(ctx, kwargs)
         except BaseException as exc:
@@ -495,9 +494,39 @@ class Runtime:
             for hook, state in hooked:
                 stack.enter_context(hook.wrap(state, ctx))
             if t.locks:
-                with self.locks.acquire(*t.locks, deadline=ctx.deadline):
-                    return t.invoke(ctx, kwargs)
+                return self._invoke_locked(t, ctx, kwargs)
             return t.invoke(ctx, kwargs)
+
+    def _invoke_locked(self, t: Tool, ctx: ToolContext, kwargs: dict[str, Any]) -> Any:
+        """Run a tool holding the locks it declared, taken in canonical order.
+
+        The call is the locks' owner in diagnostics, and its deadline bounds
+        the acquisition and any lock the tool takes itself from the registry.
+        A timed-out (abandoned) call keeps its locks until it really returns:
+        releasing them under a running tool would be unsafe, so later callers
+        get ``lock_timeout`` naming it as the holder.
+        """
+        locks = self.locks
+        with locks.owner(f"tool {t.name} call {ctx.call_id}", deadline=ctx.deadline):
+            # While this is set, a waiter that gives up reports lock_timeout.
+            ctx._waiting_locks = t.locks
+            with locks.acquire(*t.locks, deadline=ctx.deadline):
+                ctx._waiting_locks = ()
+                return t.invoke(ctx, kwargs)
+
+    def _lock_wait_message(self, tool: str, names: tuple[str, ...], waited: float) -> str:
+        holders = []
+        for view in self.locks.snapshot():
+            if view.name in names and view.holder is not None:
+                holders.append(
+                    f"lock {view.name!r} is held by {view.holder.describe()} "
+                    f"since {view.holder.age:.1f} s"
+                )
+        held = "; ".join(holders) or "the locks were busy"
+        return (
+            f"tool {tool!r} could not take its locks {list(names)} within "
+            f"{waited:.1f} s: {held}. The tool did not run."
+        )
 
     def _finish(self, pending: _Pending | Outcome) -> Outcome:
         if isinstance(pending, Outcome):
@@ -539,12 +568,17 @@ class Runtime:
         by_deadline = pending.deadline is not None and pending.deadline <= now + 1e-4 and (
             queued or started + pending.timeout > pending.deadline
         )
+        waiting_for = pending.ctx._waiting_locks
         if queued:
             kind: ErrorKind = "deadline" if by_deadline else "overloaded"
             message = (
                 f"tool {call.name!r} did not start: every worker stayed busy "
                 f"for {now - pending.submitted:.1f} s"
             )
+        elif waiting_for:
+            # The tool never got its locks, so its body never ran.
+            kind = "lock_timeout"
+            message = self._lock_wait_message(call.name, waiting_for, now - started)
         elif by_deadline:
             kind = "deadline"
             message = (
@@ -574,7 +608,15 @@ class Runtime:
         thread, watchdog = item.thread, self.watchdog
         if thread is None or watchdog is None:
             return
-        info = {"tool": pending.call.name, "call_id": pending.call.id}
+        info: dict[str, Any] = {"tool": pending.call.name, "call_id": pending.call.id}
+        if self._locks is not None:
+            # A hung call keeps its locks; say which, so an operator sees why
+            # other calls time out on them.
+            info["locks_held"] = [
+                view.name
+                for view in self._locks.snapshot()
+                if view.holder is not None and view.holder.thread_id == thread.ident
+            ]
         watch = None
         if not pending.ctx._watched:
             watch = watchdog.watch(
