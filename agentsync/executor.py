@@ -35,6 +35,10 @@ _QUEUED, _RUNNING, _DONE, _ABANDONED, _CANCELLED = range(5)
 _IDLE_WAKE = 30.0
 
 
+def _late_seen() -> None:
+    """Marks an item whose late result the worker has already seen."""
+
+
 class ExecutorOverloaded(AgentSyncError):
     """Too many abandoned workers are still alive; new calls are refused."""
 
@@ -279,8 +283,10 @@ class ToolExecutor(Executor):
             with self._lock:
                 self._abandoned -= 1
                 self._late_results += 1
-            if item.on_late is not None:
-                item.on_late()
+            with item.guard:
+                hook, item.on_late = item.on_late, _late_seen
+            if hook is not None:
+                hook()
             _log.info(
                 "tool.late_result",
                 thread=me.name,

@@ -32,7 +32,13 @@ from .errors import (
 )
 from .executor import _QUEUED as _QUEUED_STATE
 from .executor import _RUNNING as _RUNNING_STATE
-from .executor import ExecutorOverloaded, ExecutorStats, ToolExecutor, _WorkItem
+from .executor import (
+    ExecutorOverloaded,
+    ExecutorStats,
+    ToolExecutor,
+    _late_seen,
+    _WorkItem,
+)
 from .retry import is_unknown_outcome
 from .tools import ErrorKind, Outcome, Tool, ToolCall, tool as make_tool
 
@@ -633,7 +639,12 @@ class Runtime:
                 watch.done()
             tracked.finished()
 
-        item.on_late = finished
+        with item.guard:
+            seen = item.on_late is _late_seen
+            if not seen:
+                item.on_late = finished
+        if seen:
+            finished()
 
     def _outcome_of(self, pending: _Pending, item: _WorkItem) -> Outcome:
         call = pending.call

@@ -915,3 +915,4 @@ class TestBackends:
             ("acquire", "a"),
             ("release", "a"),
         ]
+
