@@ -1,4 +1,4 @@
-"""The ``agentsync`` command: ``demo``, ``run``, ``plan check``, ``plan run``."""
+"""The ``agentsync`` command: ``demo``, ``run``, ``batch`` and ``plan``."""
 
 from __future__ import annotations
 
@@ -97,6 +97,70 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_batch(args: argparse.Namespace) -> int:
+    import json
+
+    from .batch import agent_worker, run_batch
+    from .logs import configure_logging
+
+    configure_logging("debug" if args.verbose else "warning", json=args.json_logs)
+    if bool(args.worker) == bool(args.tools):
+        print("agentsync: batch takes one of --worker or --tools", file=sys.stderr)
+        return 2
+    try:
+        with open(args.items, encoding="utf-8") as lines:
+            items = [json.loads(line) for line in lines if line.strip()]
+    except (OSError, ValueError) as exc:
+        print(f"agentsync: cannot read items from {args.items}: {exc}", file=sys.stderr)
+        return 2
+
+    if args.worker:
+        found = load_tools([args.worker])
+        if len(found) != 1:
+            print(f"agentsync: {args.worker} is not one function", file=sys.stderr)
+            return 2
+        worker = found[0]
+    else:
+        import anthropic
+
+        from .agent import DEFAULT_MODEL
+
+        if not os.environ.get("ANTHROPIC_API_KEY") and not args.base_url:
+            print(
+                "agentsync: set ANTHROPIC_API_KEY (or --base-url) for --tools",
+                file=sys.stderr,
+            )
+            return 2
+        client = anthropic.Anthropic(
+            base_url=args.base_url,
+            api_key=os.environ.get("ANTHROPIC_API_KEY") or "none",
+        )
+        worker = agent_worker(
+            tools=load_tools(args.tools),
+            client=client,
+            model=args.model or DEFAULT_MODEL,
+            system=args.system,
+            max_turns=args.max_turns,
+            deadline=args.deadline,
+        )
+
+    try:
+        report = run_batch(
+            items,
+            worker,
+            output=args.output,
+            max_workers=args.workers,
+            grace=args.grace,
+            retry_failed=not args.no_retry_failed,
+            item_timeout=args.item_timeout,
+        )
+    except (TypeError, ValueError) as exc:  # bad items or options; nothing ran
+        print(f"agentsync: {exc}", file=sys.stderr)
+        return 2
+    print(f"agentsync: {report.summary()}", file=sys.stderr)
+    return report.exit_code
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentsync", description="Run LLM agents whose runs always end."
@@ -124,6 +188,26 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json-logs", action="store_true")
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_cmd_run)
+
+    batch = sub.add_parser(
+        "batch", help="run a worker or an agent over a JSONL file, resumably"
+    )
+    batch.add_argument("items", help="a JSONL file, one item per line")
+    batch.add_argument("--output", required=True, help="the JSONL file of results")
+    batch.add_argument("--worker", metavar="MODULE:ATTR", help="worker(item) -> JSON")
+    batch.add_argument("--tools", action="append", default=[], metavar="MODULE:ATTR")
+    batch.add_argument("--workers", type=int, default=4)
+    batch.add_argument("--grace", type=float, default=10.0, help="seconds, on a stop")
+    batch.add_argument("--item-timeout", type=float, help="seconds per item")
+    batch.add_argument("--no-retry-failed", action="store_true")
+    batch.add_argument("--model")
+    batch.add_argument("--system")
+    batch.add_argument("--max-turns", type=int, default=20)
+    batch.add_argument("--deadline", type=float, default=300.0)
+    batch.add_argument("--base-url", help="a Messages API base URL")
+    batch.add_argument("--json-logs", action="store_true")
+    batch.add_argument("-v", "--verbose", action="store_true")
+    batch.set_defaults(func=_cmd_batch)
 
     try:
         from .plans import add_plan_commands
