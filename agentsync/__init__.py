@@ -7,6 +7,14 @@ cannot deadlock on their locks, and a script still exits when its work is done.
 from __future__ import annotations
 
 from .agent import RunResult, ToolCallRecord, Usage, run_agent
+from .batch import (
+    BatchOutputInUse,
+    BatchReport,
+    DuplicateItemError,
+    agent_worker,
+    item_id,
+    run_batch,
+)
 from .context import ToolContext
 from .errors import (
     AgentRunError,
@@ -48,6 +56,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "APIReplyError",
+    "BatchOutputInUse",
+    "BatchReport",
+    "DuplicateItemError",
     "AgentRunError",
     "AgentSyncError",
     "CallAbandoned",
@@ -91,7 +102,10 @@ __all__ = [
     "Watchdog",
     "WatchdogStatistics",
     "WatchdogUsageError",
+    "agent_worker",
     "configure_logging",
+    "item_id",
+    "run_batch",
     "run_agent",
     "tool",
 ]
