@@ -9,6 +9,7 @@ time, never the interpreter's stack.
 
 from __future__ import annotations
 
+import functools
 import math
 import typing
 import weakref
@@ -51,6 +52,12 @@ class Ref(NamedTuple):
     def where(self) -> str:
         """Where in the input the reference sits, e.g. ``user.tags[0]``."""
         return _where(self.link)
+
+
+# Builds a Ref from a tuple in C, skipping NamedTuple's Python-level __new__:
+# validation makes one per reference.
+_new_ref: Callable[[tuple[str, tuple[str, ...], str | None, _Link]], Ref]
+_new_ref = functools.partial(tuple.__new__, Ref)
 
 
 class RefMissing(LookupError):
@@ -143,7 +150,9 @@ def _check_leaf(value: Any, link: _Link, problems: list[str]) -> None:
         if not math.isfinite(value):
             problems.append(f"at {_where(link)}: {value!r} is not a JSON number")
     elif not isinstance(value, (str, int)) and value is not None:
-        problems.append(f"at {_where(link)}: a {type(value).__name__} is not a JSON value")
+        problems.append(
+            f"at {_where(link)}: a {type(value).__name__} is not a JSON value"
+        )
 
 
 def _parse_ref(
@@ -168,7 +177,7 @@ def _parse_ref(
             "'step.field.0.name'"
         )
         return None
-    return Ref(segments[0], tuple(segments[1:]), top, link)
+    return _new_ref((segments[0], tuple(segments[1:]), top, link))
 
 
 def resolve(data: Any, lookup: Callable[[Ref], Any]) -> Any:
@@ -398,16 +407,18 @@ def _step_into(node: dict[str, Any], segment: str) -> dict[str, Any] | None:
     if "object" in kinds:
         props = node.get("properties") or {}
         if segment in props:
-            return props[segment] or _UNKNOWN  # type: ignore[no-any-return]
+            return props[segment] or _UNKNOWN
         extra = node.get("additionalProperties")
         if isinstance(extra, dict):
             return extra or _UNKNOWN
-        if extra is True or (extra is None and not props and "patternProperties" not in node):
+        if extra is True or (
+            extra is None and not props and "patternProperties" not in node
+        ):
             return _UNKNOWN
     if "array" in kinds and segment.isdigit():
         prefix = node.get("prefixItems")
         if isinstance(prefix, list) and int(segment) < len(prefix):
-            return prefix[int(segment)] or _UNKNOWN  # type: ignore[no-any-return]
+            return prefix[int(segment)] or _UNKNOWN
         items = node.get("items")
         if isinstance(items, dict):
             return items or _UNKNOWN

@@ -145,6 +145,7 @@ def run_agent(
     max_retry_wait: float = 60.0,
     max_repeated_failures: int = 3,
     max_tokens_limit: int | None = None,
+    plans: bool = False,
     **params: Any,
 ) -> RunResult:
     """Run an agent to the end of its turn and return what it said and did.
@@ -172,6 +173,8 @@ def run_agent(
             the same failing tool call before the run stops.
         max_tokens_limit: when set, a reply cut off inside a ``tool_use`` is
             asked for again with twice the ``max_tokens``, up to this limit.
+        plans: give the model a ``submit_plan`` tool to run many tool calls
+            as one validated plan (see :func:`agentsync.plans.plan_tool`).
         **params: other Messages API parameters (``temperature``,
             ``tool_choice``, ``stop_sequences``, ``metadata``, ...).
 
@@ -211,6 +214,10 @@ def run_agent(
     try:
         for t in tools:
             rt.register(t)
+        if plans and "submit_plan" not in rt.tools:
+            from .plans import plan_tool
+
+            rt.register(plan_tool())
         return loop.run(prompt_or_messages, rt)
     finally:
         if own:

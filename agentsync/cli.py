@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .errors import AgentRunError, AgentSyncError
+from .plans import add_plan_commands
 
 __all__ = ["main", "load_tools"]
 
@@ -209,12 +210,7 @@ def _build_parser() -> argparse.ArgumentParser:
     batch.add_argument("-v", "--verbose", action="store_true")
     batch.set_defaults(func=_cmd_batch)
 
-    try:
-        from .plans import add_plan_commands
-    except ImportError:  # the plans layer is optional for the CLI
-        pass
-    else:
-        add_plan_commands(sub)
+    add_plan_commands(sub)
     return parser
 
 

@@ -14,7 +14,6 @@ import heapq
 import math
 import queue
 import time
-from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -261,12 +260,18 @@ def run_plan(
             or not math.isfinite(deadline)
             or deadline <= 0
         ):
-            raise ValueError(f"deadline must be a positive number of seconds, got {deadline!r}")
+            raise ValueError(
+                f"deadline must be a positive number of seconds, got {deadline!r}"
+            )
         end = time.monotonic() + deadline
     if max_parallel is not None and (
-        isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1
+        isinstance(max_parallel, bool)
+        or not isinstance(max_parallel, int)
+        or max_parallel < 1
     ):
-        raise ValueError(f"max_parallel must be an int of at least 1, got {max_parallel!r}")
+        raise ValueError(
+            f"max_parallel must be an int of at least 1, got {max_parallel!r}"
+        )
 
     current = _current.get()
     chain = _plan_chain.get()
@@ -287,7 +292,12 @@ def _run_inside(
     fail_fast: bool,
     chain: tuple[str, ...],
 ) -> PlanReport:
-    """Run a plan from a tool of ``runtime``, on a private pool."""
+    """Run a plan from a tool of ``runtime``, on a private pool.
+
+    The pool shares the runtime's tools, locks, watchdog and call hooks; it
+    is closed without waiting when the plan ends (a step abandoned at its
+    timeout keeps its thread until it returns, as on any pool).
+    """
     if current.deadline is not None:
         # Leave the calling tool a moment to return the report before its
         # own caller stops waiting for it.
@@ -296,12 +306,18 @@ def _run_inside(
         end = inner if end is None else min(end, inner)
     workers = max_parallel or runtime.stats().workers.max_workers
     workers = max(1, min(workers, len(plan.steps)))
+    options: dict[str, Any] = {}
+    hooks = getattr(runtime, "_hooks", ())
+    if hooks:
+        options["hooks"] = hooks
     private = Runtime(
         runtime.tools.values(),
         max_workers=workers,
         default_timeout=runtime.default_timeout,
         max_depth=runtime.max_depth,
         locks=runtime.locks,
+        watchdog=runtime.watchdog or False,
+        **options,
     )
     token = _plan_chain.set(chain)
     try:
@@ -343,7 +359,9 @@ class _Scheduler:
         self.started: list[float | None] = [None] * n
         self.ended: list[float | None] = [None] * n
         self.outputs: dict[int, Any] = {}
-        self.ready = deque(i for i in range(n) if not self.waiting[i])
+        self.rank = _ranks(plan)
+        self.ready = [(self.rank[i], i) for i in range(n) if not self.waiting[i]]
+        heapq.heapify(self.ready)
         self.running: dict[int, PendingCall] = {}
         self.expiries: list[tuple[float, int]] = []
         self.wakeups: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -411,7 +429,7 @@ class _Scheduler:
             if self.end is not None and time.monotonic() >= self.end:
                 self.stopped = "deadline"
                 return
-            self._start(ready.popleft())
+            self._start(heapq.heappop(ready)[1])
 
     def _start(self, index: int) -> None:
         step = self.plan.steps[index]
@@ -468,7 +486,7 @@ class _Scheduler:
             for j in self.plan._dependents[index]:
                 waiting[j] -= 1
                 if not waiting[j] and self.state[j] == _PENDING:
-                    ready.append(j)
+                    heapq.heappush(ready, (self.rank[j], j))
             return
         step = self.plan.steps[index]
         _log.warning(
@@ -513,7 +531,10 @@ class _Scheduler:
     def _report(self, begin: float) -> PlanReport:
         plan, state = self.plan, self.state
         reason = {
-            "fail_fast": ("cancelled", "not run: a step failed and fail_fast stops the plan"),
+            "fail_fast": (
+                "cancelled",
+                "not run: a step failed and fail_fast stops the plan",
+            ),
             "deadline": ("deadline", "not run: the plan's deadline passed first"),
             "closed": ("cancelled", "not run: the runtime was closed"),
         }
@@ -585,10 +606,28 @@ class _Scheduler:
 _UNSET: Any = object()
 
 
+def _ranks(plan: Plan) -> list[int]:
+    """Each step's place in the ready queue: minus its longest chain of
+    dependents, in steps.
+
+    When more steps are ready than may run, those heading the longest chains
+    go first (list scheduling by bottom level), which keeps the critical path
+    moving; durations are unknown, so chains are counted in steps.
+    """
+    rank = [-1] * len(plan.steps)
+    index, dependents = plan._index, plan._dependents
+    for step_id in reversed(plan.order):
+        i = index[step_id]
+        below = dependents[i]
+        if below:
+            rank[i] = min([rank[j] for j in below]) - 1
+    return rank
+
+
 class _Waker:
     """The ``on_done`` of a step's call: tell the scheduler which step ended."""
 
-    __slots__ = ("wakeups", "index")
+    __slots__ = ("index", "wakeups")
 
     def __init__(self, wakeups: queue.SimpleQueue[int], index: int) -> None:
         self.wakeups = wakeups

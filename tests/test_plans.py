@@ -82,7 +82,12 @@ TOOLS = [get_user, list_orders, weather, echo, fails]
 
 def step(step_id: str, tool_name: str = "echo", **fields: Any) -> dict[str, Any]:
     """A step as plain data."""
-    return {"id": step_id, "tool": tool_name, "input": fields.pop("input", {}), **fields}
+    return {
+        "id": step_id,
+        "tool": tool_name,
+        "input": fields.pop("input", {}),
+        **fields,
+    }
 
 
 def problems_of(data: Any, tools: Any = None, **options: Any) -> list[str]:
@@ -204,7 +209,9 @@ class TestStructure:
         """A dependency on a step that does not exist is reported."""
         problems = problems_of([step("a", depends_on=["ghost"])])
 
-        assert problems == ["step 'a' depends on 'ghost', which is not a step of the plan"]
+        assert problems == [
+            "step 'a' depends on 'ghost', which is not a step of the plan"
+        ]
 
     def test_dependency_on_itself(self) -> None:
         """A step that depends on itself is reported as such, not as a cycle."""
@@ -246,11 +253,16 @@ class TestStructure:
 
     def test_cycle_through_refs(self) -> None:
         """References that point at each other form a cycle too."""
-        data = [step("a", input={"value": {"$ref": "b"}}), step("b", input={"value": {"$ref": "a"}})]
+        data = [
+            step("a", input={"value": {"$ref": "b"}}),
+            step("b", input={"value": {"$ref": "a"}}),
+        ]
 
         problems = problems_of(data)
 
-        assert problems == ["dependency cycle: 'a' -> 'b' -> 'a' (each depends on the next)"]
+        assert problems == [
+            "dependency cycle: 'a' -> 'b' -> 'a' (each depends on the next)"
+        ]
 
     def test_every_problem_at_once(self) -> None:
         """Validation lists all problems, not just the first."""
@@ -276,7 +288,9 @@ class TestStructure:
 
     def test_max_depth(self) -> None:
         """A chain deeper than max_depth is refused, naming the chain."""
-        data = [step("s0")] + [step(f"s{i}", depends_on=[f"s{i - 1}"]) for i in range(1, 4)]
+        data = [step("s0")] + [
+            step(f"s{i}", depends_on=[f"s{i - 1}"]) for i in range(1, 4)
+        ]
 
         problems = problems_of(data, max_depth=3)
 
@@ -306,7 +320,9 @@ class TestToolChecks:
         """A step naming a tool that does not exist is reported with the tools."""
         problems = problems_of([step("a", "teleport")], [echo, fails])
 
-        assert problems == ["step 'a': unknown tool 'teleport'; the tools are: echo, fails"]
+        assert problems == [
+            "step 'a': unknown tool 'teleport'; the tools are: echo, fails"
+        ]
 
     def test_input_unknown_field_missing_field_and_type(self) -> None:
         """Unknown fields, missing fields and wrong literal types are reported."""
@@ -319,10 +335,14 @@ class TestToolChecks:
 
         assert problems == [
             "step 'a' input for tool 'weather': missing required field 'city'",
-            "step 'a' input for tool 'weather': unknown field 'town' (the tool's "
-            "fields: city, days)",
-            "step 'b' input for tool 'weather': field 'days': Input should be a valid "
-            "integer, unable to parse string as an integer",
+            (
+                "step 'a' input for tool 'weather': unknown field 'town' (the tool's "
+                "fields: city, days)"
+            ),
+            (
+                "step 'b' input for tool 'weather': field 'days': Input should be a valid "
+                "integer, unable to parse string as an integer"
+            ),
         ]
 
     def test_ref_fills_a_required_field(self) -> None:
@@ -346,11 +366,15 @@ class TestToolChecks:
         problems = problems_of(data, TOOLS)
 
         assert problems == [
-            "step 'a' input at city: $ref 'u.adress.city' cannot resolve: tool "
-            "'get_user' returns User, and the output has no field 'adress' (its "
-            "fields: id, name, address, tags)",
-            "step 'b' input at value: $ref 'o.items.first' cannot resolve: tool "
-            "'list_orders' returns Orders, and items is a list; it has no 'first'",
+            (
+                "step 'a' input at city: $ref 'u.adress.city' cannot resolve: tool "
+                "'get_user' returns User, and the output has no field 'adress' (its "
+                "fields: id, name, address, tags)"
+            ),
+            (
+                "step 'b' input at value: $ref 'o.items.first' cannot resolve: tool "
+                "'list_orders' returns Orders, and items is a list; it has no 'first'"
+            ),
         ]
 
     def test_ref_path_into_unknown_output_is_accepted(self) -> None:
@@ -358,7 +382,11 @@ class TestToolChecks:
         data = [
             step("w", "weather", input={"city": "Lyon"}),
             step("e", "echo", input={"value": 1}),
-            step("x", "echo", input={"value": [{"$ref": "w.any.thing"}, {"$ref": "e.b.0"}]}),
+            step(
+                "x",
+                "echo",
+                input={"value": [{"$ref": "w.any.thing"}, {"$ref": "e.b.0"}]},
+            ),
         ]
 
         plan = validate_plan(data, TOOLS)
@@ -375,8 +403,10 @@ class TestToolChecks:
         problems = problems_of(data, TOOLS)
 
         assert problems == [
-            "step 'a' input at value: $ref 'ghost.x' names 'ghost', which is not a step "
-            "of the plan",
+            (
+                "step 'a' input at value: $ref 'ghost.x' names 'ghost', which is not a step "
+                "of the plan"
+            ),
             "step 'b' input at value.k: $ref 'b' refers to the step's own output",
         ]
 
@@ -395,22 +425,46 @@ class TestBadInput:
             ("[]", "a plan must be {'steps': [...]} or a list of steps, got str"),
             ([3], "step #0 must be an object with id, tool and input, got int"),
             ([{"tool": "echo"}], "step #0 has no 'id'"),
-            ([{"id": 7, "tool": "echo"}], "step #0: 'id' must be a non-empty string, got 7"),
-            ([{"id": "", "tool": "echo"}], "step #0: 'id' must be a non-empty string, got ''"),
+            (
+                [{"id": 7, "tool": "echo"}],
+                "step #0: 'id' must be a non-empty string, got 7",
+            ),
+            (
+                [{"id": "", "tool": "echo"}],
+                "step #0: 'id' must be a non-empty string, got ''",
+            ),
             ([{"id": "a.b", "tool": "echo"}], "step id 'a.b' may not contain '.'"),
             ([{"id": "a"}], "step 'a' has no 'tool'"),
             ([{"id": "a", "tool": 1}], "step 'a': 'tool' must be a tool's name, got 1"),
             ([{"id": "a", "tool": "echo", "deps": []}], "step 'a': unknown key 'deps'"),
-            ([{"id": "a", "tool": "echo", "input": [1]}], "'input' must be an object, got list"),
+            (
+                [{"id": "a", "tool": "echo", "input": [1]}],
+                "'input' must be an object, got list",
+            ),
             ([step("a", depends_on="b")], "got the string 'b'; write ['b']"),
-            ([step("a", depends_on={"b": 1})], "depends_on must be a list of step ids, got dict"),
-            ([step("a", depends_on=[1])], "step 'a': depends_on holds 1, not a step id"),
-            ([step("a", input={"v": {1, 2}})], "step 'a' input at v: a set is not a JSON value"),
+            (
+                [step("a", depends_on={"b": 1})],
+                "depends_on must be a list of step ids, got dict",
+            ),
+            (
+                [step("a", depends_on=[1])],
+                "step 'a': depends_on holds 1, not a step id",
+            ),
+            (
+                [step("a", input={"v": {1, 2}})],
+                "step 'a' input at v: a set is not a JSON value",
+            ),
             ([step("a", input={"v": float("nan")})], "at v: nan is not a JSON number"),
-            ([step("a", input={"v": {1: "x"}})], "at v: object keys must be strings, got 1"),
+            (
+                [step("a", input={"v": {1: "x"}})],
+                "at v: object keys must be strings, got 1",
+            ),
             ([step("a", input={"v": object()})], "at v: a object is not a JSON value"),
             ([step("a", input={"v": {"$ref": 3}})], "at v: $ref must be a string"),
-            ([step("a", input={"v": {"$ref": "a..b"}})], "$ref 'a..b' has an empty segment"),
+            (
+                [step("a", input={"v": {"$ref": "a..b"}})],
+                "$ref 'a..b' has an empty segment",
+            ),
             ([step("a", input={"v": {"$ref": ""}})], "$ref '' has an empty segment"),
             (
                 [step("a", input={"v": {"$ref": "b", "x": 1}})],
@@ -427,11 +481,15 @@ class TestBadInput:
 
     def test_broken_ref_field_not_checked_as_literal(self) -> None:
         """A field holding a malformed $ref reports the $ref, not a type error."""
-        problems = problems_of([step("w", "weather", input={"city": {"$ref": 3}})], TOOLS)
+        problems = problems_of(
+            [step("w", "weather", input={"city": {"$ref": 3}})], TOOLS
+        )
 
         assert problems == [
-            "step 'w' input at city: $ref must be a string like 'step' or "
-            "'step.field', got 3"
+            (
+                "step 'w' input at city: $ref must be a string like 'step' or "
+                "'step.field', got 3"
+            )
         ]
 
     def test_input_that_contains_itself(self) -> None:
@@ -465,11 +523,15 @@ class TestBadInput:
 _ids = st.sampled_from(["a", "b", "c", "d", "e", "f", 1, "", None, "a.b"])
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=3),
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
     max_leaves=8,
 )
-_refs = st.builds(lambda target: {"$ref": target}, _ids | st.just("a.x.0") | st.just("b..c"))
+_refs = st.builds(
+    lambda target: {"$ref": target}, _ids | st.just("a.x.0") | st.just("b..c")
+)
 _inputs = st.dictionaries(st.sampled_from(["v", "w"]), _json | _refs, max_size=2)
 _steps = st.fixed_dictionaries(
     {"id": _ids, "tool": st.sampled_from(["echo", "weather", 3])},
@@ -485,7 +547,9 @@ _plans = st.lists(_steps | st.integers(), max_size=8) | st.fixed_dictionaries(
 
 
 class TestProperties:
-    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(
+        max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    )
     @given(data=_plans, with_tools=st.booleans())
     def test_validation_returns_a_sound_plan_or_a_plan_error(
         self, data: Any, with_tools: bool
@@ -505,11 +569,7 @@ class TestProperties:
         assert [sid for stage in plan.stages for sid in stage] == list(plan.order)
 
     @settings(max_examples=100, deadline=None)
-    @given(
-        edges=st.lists(
-            st.tuples(st.integers(0, 9), st.integers(0, 9)), max_size=25
-        )
-    )
+    @given(edges=st.lists(st.tuples(st.integers(0, 9), st.integers(0, 9)), max_size=25))
     def test_random_graphs_order_or_cycles(self, edges: list[tuple[int, int]]) -> None:
         """Random dependency graphs either order correctly or report cycles."""
         deps: dict[str, list[str]] = {f"s{i}": [] for i in range(10)}
@@ -533,9 +593,489 @@ class TestProperties:
 def test_chain_of_100000_steps_validates() -> None:
     """A chain of 100,000 steps linked by $refs validates, without recursion."""
     data = [step("s0", input={"value": 0})]
-    data += [step(f"s{i}", input={"value": {"$ref": f"s{i - 1}"}}) for i in range(1, 100_000)]
+    data += [
+        step(f"s{i}", input={"value": {"$ref": f"s{i - 1}"}}) for i in range(1, 100_000)
+    ]
 
     plan = validate_plan(data)
 
     assert len(plan.stages) == 100_000
     assert plan.order[-1] == "s99999"
+
+
+# -- running -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def gate() -> Iterator[threading.Event]:
+    """An event hung tools wait on; set at teardown so no thread stays stuck."""
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+@pytest.fixture
+def runtime() -> Iterator[Runtime]:
+    """A runtime with the module's tools, closed after the test."""
+    with Runtime(TOOLS, max_workers=4) as rt:
+        yield rt
+
+
+@pytest.mark.timeout(20)
+class TestRunning:
+    def test_step_starts_when_its_last_dependency_succeeds(self) -> None:
+        """A stage-2 step runs while an unrelated stage-1 step is still running."""
+        c_ran = threading.Event()
+        seen: dict[str, bool] = {}
+
+        @tool
+        def slow() -> str:
+            """Return only once step c ran, or give up after 5 s."""
+            seen["c ran while a was running"] = c_ran.wait(5)
+            return "a"
+
+        @tool
+        def mark() -> str:
+            """Record that this step ran."""
+            c_ran.set()
+            return "c"
+
+        data = [
+            step("a", "slow"),
+            step("b", "echo", input={"value": 1}),
+            step("c", "mark", depends_on=["b"]),
+            step("d", "echo", input={"value": {"$ref": "a"}}, depends_on=["c"]),
+        ]
+        with Runtime([slow, mark, echo], max_workers=4) as rt:
+            plan = validate_plan(data, rt.tools)
+            assert plan.stages == (("a", "b"), ("c",), ("d",))
+
+            report = rt.run_plan(plan)
+
+        assert seen == {"c ran while a was running": True}
+        assert report.ok
+        assert report["c"].end is not None and report["a"].end is not None
+        assert report["c"].end <= report["a"].end
+        assert report.critical_path == ("a", "d")
+
+    def test_failure_skips_dependents_and_independent_steps_carry_on(
+        self, runtime: Runtime
+    ) -> None:
+        """Steps after a failed one, directly or not, are skipped; others run."""
+        data = [
+            step("bad", "fails", input={"reason": "no stock"}),
+            step("next", depends_on=["bad"]),
+            step("after", input={"value": {"$ref": "next"}}),
+            step("other", input={"value": 2}),
+        ]
+
+        report = run_plan(runtime, data)
+
+        assert [(s.id, s.status, s.outcome.error_kind) for s in report] == [
+            ("bad", "failed", "exception"),
+            ("next", "skipped", "dependency_failed"),
+            ("after", "skipped", "dependency_failed"),
+            ("other", "ok", None),
+        ]
+        assert report["next"].outcome.message == (
+            "not run: it depends on step 'bad', which failed (exception)"
+        )
+        assert "because of step 'bad'" in report["after"].outcome.message
+        assert not report.ok
+        assert dict(report.outputs) == {"other": 2}
+
+    def test_fail_fast_starts_nothing_new(self) -> None:
+        """With fail_fast a running step finishes and unstarted ones are cancelled."""
+
+        @tool
+        def slow_ok() -> str:
+            """Take a while, then succeed."""
+            time.sleep(0.5)
+            return "done"
+
+        data = [
+            step("bad", "fails"),
+            step("slow", "slow_ok"),
+            step("queued"),
+            step("after_slow", depends_on=["slow"]),
+            step("after_bad", depends_on=["bad"]),
+        ]
+        with Runtime([slow_ok, fails, echo], max_workers=4) as rt:
+            report = run_plan(rt, data, max_parallel=2, fail_fast=True)
+
+        assert {s.id: (s.status, s.outcome.error_kind) for s in report} == {
+            "bad": ("failed", "exception"),
+            "slow": ("ok", None),
+            "queued": ("skipped", "cancelled"),
+            "after_slow": ("skipped", "cancelled"),
+            "after_bad": ("skipped", "dependency_failed"),
+        }
+        assert report.stopped == "fail_fast"
+
+    def test_refs_resolve_nested_paths(self, runtime: Runtime) -> None:
+        """$refs anywhere in an input get the referenced parts of outputs."""
+        data = [
+            step("user", "get_user", input={"user_id": "u1"}),
+            step("sky", "weather", input={"city": {"$ref": "user.address.city"}}),
+            step("orders", "list_orders", input={"user_id": {"$ref": "user.id"}}),
+            step(
+                "summary",
+                input={
+                    "value": {
+                        "first_order": {"$ref": "orders.items.0.id"},
+                        "sky": [{"$ref": "sky.sky"}, {"$ref": "user.tags.0"}],
+                        "whole": {"$ref": "user.address"},
+                    }
+                },
+            ),
+        ]
+
+        report = run_plan(runtime, data)
+
+        assert report.ok, report.summary()
+        assert report["sky"].input == {"city": "Lyon"}
+        assert report.outputs["summary"] == {
+            "first_order": "o-u1",
+            "sky": ["clear", "new"],
+            "whole": {"city": "Lyon", "zip": "69001"},
+        }
+
+    def test_missing_ref_path_fails_the_step_without_calling(self) -> None:
+        """A $ref path absent from the actual output fails the step, tool not called."""
+        calls: list[Any] = []
+
+        @tool
+        def record(value: Any = None) -> Any:
+            """Record the call."""
+            calls.append(value)
+            return value
+
+        data = [
+            step("a", input={"value": {"k": 1}}),
+            step("b", "record", input={"value": {"$ref": "a.nope"}}),
+        ]
+        with Runtime([echo, record]) as rt:
+            report = run_plan(rt, data)
+
+        assert report["b"].status == "failed"
+        assert report["b"].outcome.error_kind == "invalid_input"
+        assert report["b"].outcome.message == (
+            "$ref 'a.nope' at value: a has no key 'nope' (its keys: 'k')"
+        )
+        assert calls == []
+
+    def test_deadline_stops_the_plan(self, gate: threading.Event) -> None:
+        """At the plan's deadline running steps time out, unstarted ones are skipped."""
+
+        @tool
+        def hang() -> None:
+            """Wait for the gate."""
+            gate.wait(30)
+
+        data = [step("hang", "hang"), step("after", depends_on=["hang"]), step("later")]
+        with Runtime([hang, echo], max_workers=2) as rt:
+            started = time.monotonic()
+
+            report = run_plan(rt, data, deadline=0.3, max_parallel=1)
+
+            elapsed = time.monotonic() - started
+        assert {s.id: (s.status, s.outcome.error_kind) for s in report} == {
+            "hang": ("failed", "deadline"),
+            "after": ("skipped", "dependency_failed"),
+            "later": ("skipped", "deadline"),
+        }
+        assert report.stopped == "deadline"
+        assert 0.3 <= elapsed < 2.0
+
+    def test_step_timeout_is_its_tools(self, gate: threading.Event) -> None:
+        """A step runs with its tool's timeout and gets a timeout outcome."""
+
+        @tool(timeout=0.2)
+        def stuck() -> None:
+            """Wait for the gate."""
+            gate.wait(30)
+
+        with Runtime([stuck, echo]) as rt:
+            report = run_plan(rt, [step("s", "stuck"), step("t", input={"value": 1})])
+
+        assert report["s"].outcome.error_kind == "timeout"
+        assert report["t"].ok
+
+    def test_max_parallel_bounds_running_steps(self) -> None:
+        """No more than max_parallel steps run at once, and that many do."""
+        lock = threading.Lock()
+        running = [0, 0]
+        pair = threading.Barrier(2)
+
+        @tool
+        def busy() -> bool:
+            """Count the steps running alongside, meet a second one."""
+            with lock:
+                running[0] += 1
+                running[1] = max(running)
+            met = True
+            try:
+                pair.wait(5)
+            except threading.BrokenBarrierError:
+                met = False
+            with lock:
+                running[0] -= 1
+            return met
+
+        data = [step(f"s{i}", "busy") for i in range(6)]
+        with Runtime([busy], max_workers=6) as rt:
+            report = run_plan(rt, data, max_parallel=2)
+
+        assert report.ok
+        assert all(report.outputs.values())
+        assert running[1] == 2
+
+    def test_report_summary_and_json(self, runtime: Runtime) -> None:
+        """The report reads as a table and serialises to JSON."""
+        report = run_plan(runtime, [step("a", input={"value": 1}), step("b", "fails")])
+
+        text = report.summary()
+        data = json.loads(json.dumps(report.to_dict()))
+
+        assert text.splitlines()[0].startswith(
+            "plan: 2 steps, 1 ok, 1 failed, 0 skipped"
+        )
+        assert "failed (exception)" in text
+        assert data["steps"] == {
+            "a": {"status": "ok", "value": 1},
+            "b": {"status": "failed", "error_kind": "exception", "error": "broken"},
+        }
+        assert isinstance(report, PlanReport) and report.makespan >= 0
+
+    def test_plan_with_unknown_tool_is_refused(self, runtime: Runtime) -> None:
+        """run_plan raises PlanError before running anything for unknown tools."""
+        plan = validate_plan([step("a", "teleport")])
+
+        with pytest.raises(PlanError, match="unknown tool 'teleport'"):
+            run_plan(runtime, plan)
+
+    def test_bad_arguments(self, runtime: Runtime) -> None:
+        """A bad deadline or max_parallel is the caller's mistake: ValueError."""
+        plan = validate_plan([step("a")])
+
+        with pytest.raises(ValueError, match="deadline"):
+            run_plan(runtime, plan, deadline=-1)
+        with pytest.raises(ValueError, match="max_parallel"):
+            run_plan(runtime, plan, max_parallel=0)
+
+
+# -- from inside a tool, and for the model ----------------------------------------
+
+
+@pytest.mark.timeout(20)
+class TestPlanTool:
+    def test_plan_inside_a_tool_on_a_one_worker_runtime(self) -> None:
+        """A tool running a plan on its own full runtime does not deadlock."""
+
+        @tool
+        def orchestrate(ctx: ToolContext) -> dict[str, Any]:
+            """Run a two-step plan from inside a tool."""
+            assert ctx.runtime is not None
+            data = [
+                step("a", input={"value": 1}),
+                step("b", input={"value": {"$ref": "a"}}),
+            ]
+            return dict(run_plan(ctx.runtime, data).outputs)
+
+        with Runtime([orchestrate, echo], max_workers=1, default_timeout=5) as rt:
+            outcome = rt.call("orchestrate")
+
+        assert outcome.ok, outcome.message
+        assert outcome.value == {"a": 1, "b": 1}
+
+    def test_plan_step_cannot_rerun_its_own_plan(self) -> None:
+        """A step calling the tool that runs the plan fails with circular_call."""
+
+        @tool
+        def loop(ctx: ToolContext) -> dict[str, Any]:
+            """Run a plan whose step is this very tool."""
+            assert ctx.runtime is not None
+            report = run_plan(ctx.runtime, [step("again", "loop")])
+            return report.to_dict()
+
+        with Runtime([loop], default_timeout=5) as rt:
+            outcome = rt.call("loop")
+
+        assert outcome.ok
+        assert outcome.value["steps"]["again"]["error_kind"] == "circular_call"
+
+    def test_run_agent_runs_a_submitted_plan(self) -> None:
+        """The model submits a plan; it runs and each step's result comes back."""
+        from agentsync import run_agent
+        from agentsync.testing import FakeMessagesServer
+
+        plan = {
+            "steps": [
+                {"id": "user", "tool": "get_user", "input": {"user_id": "u7"}},
+                {
+                    "id": "sky",
+                    "tool": "weather",
+                    "input": {"city": {"$ref": "user.address.city"}},
+                },
+            ]
+        }
+        with FakeMessagesServer() as server, Runtime(max_workers=1) as rt:
+            server.add_tool_use("submit_plan", plan)
+            server.add_reply("done")
+            client = server.client()
+
+            result = run_agent("go", tools=TOOLS, client=client, runtime=rt, plans=True)
+            client.close()
+
+        block = result.messages[2]["content"][0]
+        assert not block.get("is_error")
+        answer = json.loads(block["content"])
+        assert answer["ok"] is True
+        assert answer["steps"]["sky"] == {
+            "status": "ok",
+            "value": {"city": "Lyon", "days": 1, "sky": "clear"},
+        }
+        assert result.text == "done"
+
+    def test_run_agent_returns_plan_problems_to_the_model(self) -> None:
+        """A plan with a cycle comes back as an error listing the cycle's path."""
+        from agentsync import run_agent
+        from agentsync.testing import FakeMessagesServer
+
+        plan = {
+            "steps": [
+                {"id": "a", "tool": "echo", "input": {"value": {"$ref": "b"}}},
+                {"id": "b", "tool": "echo", "input": {}, "depends_on": ["a"]},
+                {"id": "c", "tool": "submit_plan", "input": {}},
+            ]
+        }
+        with FakeMessagesServer() as server:
+            server.add_tool_use("submit_plan", plan)
+            server.add_reply("fixed nothing")
+            client = server.client()
+
+            result = run_agent("go", tools=TOOLS, client=client, plans=True)
+            client.close()
+
+        block = result.messages[2]["content"][0]
+        assert block["is_error"] is True
+        assert "dependency cycle: 'a' -> 'b' -> 'a'" in block["content"]
+        assert "step 'c': unknown tool 'submit_plan'" in block["content"]
+        assert "Nothing was run" in block["content"]
+
+    def test_plan_tool_schema_describes_steps(self) -> None:
+        """The plan tool shows the model the shape of a step."""
+        schema = plan_tool().input_schema
+
+        assert schema["properties"]["steps"]["items"]["required"] == [
+            "id",
+            "tool",
+            "input",
+        ]
+        assert schema["required"] == ["steps"]
+
+
+# -- the command line -----------------------------------------------------------------
+
+
+TOOLS_MODULE = '''
+from agentsync import tool
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add."""
+    return a + b
+
+@tool
+def boom() -> None:
+    """Fail."""
+    raise ValueError("boom")
+
+TOOLS = [add, boom]
+'''
+
+
+@pytest.fixture
+def cli_files(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A tools module on sys.path and a helper writing plan files."""
+    (tmp_path / "plan_cli_tools.py").write_text(TOOLS_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def write(data: Any) -> str:
+        path = tmp_path / "plan.json"
+        path.write_text(json.dumps(data))
+        return str(path)
+
+    return write
+
+
+class TestCli:
+    def test_check_prints_stages(
+        self, cli_files: Any, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """plan check prints the stages of a valid plan and exits 0."""
+        from agentsync.cli import main
+
+        path = cli_files(
+            [
+                {"id": "x", "tool": "add", "input": {"a": 1, "b": 2}},
+                {"id": "y", "tool": "add", "input": {"a": {"$ref": "x"}, "b": 3}},
+            ]
+        )
+
+        code = main(["plan", "check", path, "--tools", "plan_cli_tools:TOOLS"])
+
+        out = capsys.readouterr().out
+        assert code == 0
+        assert "plan is valid: 2 steps in 2 stages" in out
+        assert "stage 1: x" in out and "stage 2: y" in out
+
+    def test_check_prints_problems(
+        self, cli_files: Any, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """plan check prints every problem and exits 1."""
+        from agentsync.cli import main
+
+        path = cli_files(
+            [{"id": "x", "tool": "sub", "input": {}}, {"id": "x", "tool": "add"}]
+        )
+
+        code = main(["plan", "check", path, "--tools", "plan_cli_tools:TOOLS"])
+
+        out = capsys.readouterr().out
+        assert code == 1
+        assert "unknown tool 'sub'" in out
+        assert "duplicate step id 'x'" in out
+        assert "missing required field 'a'" in out
+
+    def test_run_prints_the_report(
+        self, cli_files: Any, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """plan run runs the plan, prints the report, and exits 1 on a failure."""
+        from agentsync.cli import main
+
+        path = cli_files(
+            [
+                {"id": "x", "tool": "add", "input": {"a": 1, "b": 2}},
+                {"id": "y", "tool": "add", "input": {"a": {"$ref": "x"}, "b": 3}},
+                {"id": "z", "tool": "boom", "input": {}},
+            ]
+        )
+
+        code = main(
+            [
+                "plan",
+                "run",
+                path,
+                "--tools",
+                "plan_cli_tools:TOOLS",
+                "--deadline",
+                "10",
+                "--json",
+            ]
+        )
+
+        data = json.loads(capsys.readouterr().out)
+        assert code == 1
+        assert data["steps"]["y"] == {"status": "ok", "value": 6}
+        assert data["steps"]["z"]["error_kind"] == "exception"
