@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import ctypes
 import itertools
+import logging
 import math
 import threading
 import time
@@ -81,6 +82,23 @@ class CallHook(Protocol):
 
     def wrap(self, state: Any, ctx: ToolContext) -> AbstractContextManager[Any]:
         """Return the context manager entered around the call in the worker."""
+
+
+def _debug_enabled() -> bool:
+    """Whether debug events would be kept, asked of the configured logger.
+
+    Per-call events are debug-level; skipping them when they would be
+    filtered out anyway keeps them off every call's path.
+    """
+    wrapper = structlog.get_config()["wrapper_class"]
+    effective = getattr(wrapper, "get_effective_level", None)
+    if effective is None:
+        return True
+    try:
+        # Filtering loggers answer from their class; the instance is unused.
+        return int(effective(None)) <= logging.DEBUG
+    except Exception:  # noqa: BLE001 - an unknown wrapper: assume it logs
+        return True
 
 
 @dataclass(frozen=True)
@@ -445,7 +463,9 @@ class Runtime:
         started = time.monotonic()
         if ctx.deadline is not None and started >= ctx.deadline:
             raise ToolCancelled(f"call {ctx.call_id} reached its deadline before starting")
-        _log.debug("tool.start", tool=t.name, call_id=ctx.call_id)
+        debug = _debug_enabled()
+        if debug:
+            _log.debug("tool.start", tool=t.name, call_id=ctx.call_id)
         # The waiter reports a call stuck at its timeout (see _late); the
         # watchdog is needed here only for a stuck_after before that.
         watch = None
@@ -468,24 +488,26 @@ class Runtime:
         except BaseException as exc:
             if watch is not None:
                 watch.done()
+            if debug:
+                _log.debug(
+                    "tool.end",
+                    tool=t.name,
+                    call_id=ctx.call_id,
+                    status="error",
+                    error=type(exc).__name__,
+                    duration_ms=round((time.monotonic() - started) * 1000, 2),
+                )
+            raise
+        if watch is not None:
+            watch.done()
+        if debug:
             _log.debug(
                 "tool.end",
                 tool=t.name,
                 call_id=ctx.call_id,
-                status="error",
-                error=type(exc).__name__,
+                status="ok",
                 duration_ms=round((time.monotonic() - started) * 1000, 2),
             )
-            raise
-        if watch is not None:
-            watch.done()
-        _log.debug(
-            "tool.end",
-            tool=t.name,
-            call_id=ctx.call_id,
-            status="ok",
-            duration_ms=round((time.monotonic() - started) * 1000, 2),
-        )
         return value
 
     def _invoke_hooked(
