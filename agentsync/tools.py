@@ -8,11 +8,13 @@ every input is validated against it before the function runs.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import itertools
 import json
 import math
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_type_hints, overload
@@ -374,10 +376,13 @@ class Tool:
 
 
 def _run_coroutine(coro: Any, context: ToolContext | None) -> Any:
-    """Run a tool's coroutine on a new event loop owned by this thread.
+    """Run a tool's coroutine on a new event loop, cancelled at the deadline.
 
-    The caller's loop, if any, is never touched: tools always run in a
-    thread of their own, and a thread has no running loop of its own.
+    The loop comes from the process's event loop policy, so it is uvloop's
+    when uvloop's policy is installed. The caller's loop is never re-entered:
+    a tool runs in a worker thread, which has no loop of its own; and when
+    this thread already runs one (an async tool calling another through
+    ``ctx.call``), the coroutine gets a loop in a short-lived thread instead.
     """
     timeout = context.remaining() if context is not None else None
 
@@ -386,19 +391,43 @@ def _run_coroutine(coro: Any, context: ToolContext | None) -> Any:
             return await coro
         return await asyncio.wait_for(coro, timeout)
 
-    loop_factory = _loop_factory()
-    if loop_factory is None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
         return asyncio.run(bounded())
-    with asyncio.Runner(loop_factory=loop_factory) as runner:  # pragma: no cover
-        return runner.run(bounded())
+    return _run_in_loop_thread(bounded(), timeout)
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop when the process's policy is uvloop's, else the default."""
-    policy = asyncio.get_event_loop_policy()
-    if type(policy).__module__.startswith("uvloop"):  # pragma: no cover
-        return policy.new_event_loop
-    return None
+# How long past its timeout a coroutine may take to unwind once cancelled.
+_CANCEL_GRACE = 1.0
+
+
+def _run_in_loop_thread(main: Any, timeout: float | None) -> Any:
+    """Run ``main`` with ``asyncio.run`` in a new daemon thread and wait for it."""
+    result: dict[str, Any] = {}
+    finished = threading.Event()
+
+    def run() -> None:
+        try:
+            result["value"] = asyncio.run(main)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            result["error"] = exc
+        finally:
+            finished.set()
+
+    context = contextvars.copy_context()
+    thread = threading.Thread(
+        target=context.run, args=(run,), name="agentsync-async-tool", daemon=True
+    )
+    thread.start()
+    if not finished.wait(None if timeout is None else timeout + _CANCEL_GRACE):
+        raise TimeoutError(
+            f"an async tool did not unwind within {_CANCEL_GRACE:g} s of its "
+            "cancellation at its timeout"
+        )
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
 
 
 @overload
