@@ -203,8 +203,8 @@ def run_plan(
 ) -> PlanReport:
     """Run a plan's steps on a runtime, each as soon as its dependencies succeed.
 
-    Each step is a normal tool call (its tool's timeout, locks, retries),
-    started once every step it depends on has succeeded, its ``$ref``s
+    Each step is a normal tool call through :meth:`Runtime.submit` (its
+    tool's timeout and locks), started once every step it depends on has succeeded, its ``$ref``s
     replaced by those steps' outputs. A step whose dependency failed is not
     run: it and the steps after it are reported as skipped with
     ``dependency_failed``, naming the step that failed; independent steps
@@ -212,12 +212,13 @@ def run_plan(
     with ``invalid_input`` and no tool call.
 
     Called from inside a tool running on ``runtime`` (a tool that runs a
-    plan, such as :func:`agentsync.plan_tool`), the steps run on a private,
-    short-lived pool of ``max_parallel`` threads sharing the runtime's tools
-    and locks: queued behind the pool's own busy workers, the tool among
-    them, they could only time out. The plan then also ends before the
-    calling tool's own deadline, and a step may not call a tool that is
-    already running this plan.
+    plan, such as :func:`agentsync.plans.plan_tool`), the steps run on a
+    private, short-lived pool of ``max_parallel`` threads sharing the
+    runtime's tools and locks: queued behind the pool's own busy workers, the
+    calling tool among them, they could only time out. The plan then ends a
+    tenth of the time left (at most 0.5 s) before the calling tool's own
+    deadline, so that the tool can still return the report, and a step may
+    not call a tool that is already running this plan (``circular_call``).
 
     A timeout means the plan stops waiting: a step past its timeout, or
     running when the plan's deadline passes, gets a ``timeout`` or
@@ -302,7 +303,7 @@ def _run_inside(
         # Leave the calling tool a moment to return the report before its
         # own caller stops waiting for it.
         left = current.deadline - time.monotonic()
-        inner = current.deadline - min(0.25, max(0.0, left) * 0.05)
+        inner = current.deadline - min(0.5, max(0.0, left) * 0.1)
         end = inner if end is None else min(end, inner)
     workers = max_parallel or runtime.stats().workers.max_workers
     workers = max(1, min(workers, len(plan.steps)))
@@ -416,6 +417,10 @@ class _Scheduler:
                     # start: wait for it until then.
                     heapq.heappush(expiries, (later, index))
                     continue
+                # Limit: a call that leaves the queue between expires() and
+                # here gets its whole timeout inside outcome(), and this
+                # thread waits with it; only a pool shared with other callers
+                # queues a step at all.
                 self._collect(index)
             if self.end is not None and now >= self.end and self.stopped is None:
                 self.stopped = "deadline"

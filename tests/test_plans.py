@@ -12,6 +12,7 @@ import pydantic
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from agentsync import PlanError, Runtime, ToolContext, ToolError, tool
 from agentsync.plans import Plan, Step, plan_tool, validate_plan
@@ -554,8 +555,7 @@ class TestProperties:
     def test_validation_returns_a_sound_plan_or_a_plan_error(
         self, data: Any, with_tools: bool
     ) -> None:
-        """Any plan data gives a plan whose order respects every dependency, or
-        a PlanError with problems; never another exception."""
+        """Any data gives a plan with a sound order or a PlanError, nothing else."""
         try:
             plan = validate_plan(data, TOOLS if with_tools else None)
         except PlanError as exc:
@@ -888,6 +888,29 @@ class TestPlanTool:
         assert outcome.ok, outcome.message
         assert outcome.value == {"a": 1, "b": 1}
 
+    def test_plan_inside_a_tool_ends_before_the_tool_times_out(
+        self, gate: threading.Event
+    ) -> None:
+        """A plan run from a tool stops short of the tool's timeout and reports."""
+
+        @tool
+        def hang() -> None:
+            """Wait for the gate."""
+            gate.wait(30)
+
+        @tool(timeout=1.0)
+        def orchestrate(ctx: ToolContext) -> dict[str, Any]:
+            """Run a plan with a hung step from inside a tool."""
+            assert ctx.runtime is not None
+            return run_plan(ctx.runtime, [step("h", "hang"), step("e")]).to_dict()
+
+        with Runtime([orchestrate, hang, echo], default_timeout=30) as rt:
+            outcome = rt.call("orchestrate")
+
+        assert outcome.ok, outcome.message
+        assert outcome.value["steps"]["h"]["error_kind"] == "deadline"
+        assert outcome.value["steps"]["e"]["status"] == "ok"
+
     def test_plan_step_cannot_rerun_its_own_plan(self) -> None:
         """A step calling the tool that runs the plan fails with circular_call."""
 
@@ -1000,6 +1023,8 @@ def cli_files(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A tools module on sys.path and a helper writing plan files."""
     (tmp_path / "plan_cli_tools.py").write_text(TOOLS_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
+    # The command configures logging for the process; other tests' must stay.
+    monkeypatch.setattr("agentsync.logs.configure_logging", lambda *a, **k: None)
 
     def write(data: Any) -> str:
         path = tmp_path / "plan.json"
@@ -1062,18 +1087,9 @@ class TestCli:
             ]
         )
 
-        code = main(
-            [
-                "plan",
-                "run",
-                path,
-                "--tools",
-                "plan_cli_tools:TOOLS",
-                "--deadline",
-                "10",
-                "--json",
-            ]
-        )
+        args = ["plan", "run", path, "--tools", "plan_cli_tools:TOOLS"]
+        with capture_logs():
+            code = main([*args, "--deadline", "10", "--json"])
 
         data = json.loads(capsys.readouterr().out)
         assert code == 1
