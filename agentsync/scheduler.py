@@ -307,10 +307,6 @@ def _run_inside(
         end = inner if end is None else min(end, inner)
     workers = max_parallel or runtime.stats().workers.max_workers
     workers = max(1, min(workers, len(plan.steps)))
-    options: dict[str, Any] = {}
-    hooks = getattr(runtime, "_hooks", ())
-    if hooks:
-        options["hooks"] = hooks
     private = Runtime(
         runtime.tools.values(),
         max_workers=workers,
@@ -318,7 +314,7 @@ def _run_inside(
         max_depth=runtime.max_depth,
         locks=runtime.locks,
         watchdog=runtime.watchdog or False,
-        **options,
+        hooks=runtime._hooks,
     )
     token = _plan_chain.set(chain)
     try:

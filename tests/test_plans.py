@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import threading
 import time
@@ -910,6 +912,40 @@ class TestPlanTool:
         assert outcome.ok, outcome.message
         assert outcome.value["steps"]["h"]["error_kind"] == "deadline"
         assert outcome.value["steps"]["e"]["status"] == "ok"
+
+    def test_plan_inside_a_tool_keeps_the_runtime_hooks(self) -> None:
+        """Steps of a plan run from a tool run inside the runtime's call hooks."""
+        tag: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+            "tag", default=None
+        )
+
+        class Tagger:
+            def capture(self) -> str:
+                return "tagged"
+
+            @contextlib.contextmanager
+            def wrap(self, state: str, ctx: ToolContext) -> Iterator[None]:
+                token = tag.set(state)
+                try:
+                    yield
+                finally:
+                    tag.reset(token)
+
+        @tool
+        def read_tag() -> str | None:
+            """Return the tag the hook set."""
+            return tag.get()
+
+        @tool
+        def orchestrate(ctx: ToolContext) -> dict[str, Any]:
+            """Run a one-step plan from inside a tool."""
+            assert ctx.runtime is not None
+            return dict(run_plan(ctx.runtime, [step("t", "read_tag")]).outputs)
+
+        with Runtime([orchestrate, read_tag], hooks=[Tagger()]) as rt:
+            outcome = rt.call("orchestrate")
+
+        assert outcome.value == {"t": "tagged"}
 
     def test_plan_step_cannot_rerun_its_own_plan(self) -> None:
         """A step calling the tool that runs the plan fails with circular_call."""
