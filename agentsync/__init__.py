@@ -15,6 +15,7 @@ from .batch import (
     item_id,
     run_batch,
 )
+from .callbacks import callback_tool
 from .context import ToolContext
 from .errors import (
     AgentRunError,
@@ -47,8 +48,10 @@ from .locks import (
     LockStatistics,
 )
 from .logs import configure_logging
+from .plans import Plan, Step, plan_tool, validate_plan
 from .retry import Retry
 from .runtime import PendingCall, Runtime, RuntimeStats
+from .scheduler import PlanReport, StepResult, run_plan
 from .tools import Outcome, Tool, ToolCall, tool
 from .watchdog import StuckCall, Watchdog, WatchdogStatistics, WatchdogUsageError
 
@@ -56,12 +59,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "APIReplyError",
-    "BatchOutputInUse",
-    "BatchReport",
-    "DuplicateItemError",
     "AgentRunError",
     "AgentSyncError",
+    "BatchOutputInUse",
+    "BatchReport",
     "CallAbandoned",
+    "DuplicateItemError",
     "ExecutorOverloaded",
     "ExecutorStats",
     "LockBackend",
@@ -76,7 +79,9 @@ __all__ = [
     "LockUsageError",
     "Outcome",
     "PendingCall",
+    "Plan",
     "PlanError",
+    "PlanReport",
     "RateLimited",
     "RepeatedToolFailure",
     "Retry",
@@ -85,16 +90,18 @@ __all__ = [
     "Runtime",
     "RuntimeClosedError",
     "RuntimeStats",
+    "Step",
+    "StepResult",
     "StuckCall",
     "Tool",
     "ToolCall",
+    "ToolCallRecord",
     "ToolCancelled",
     "ToolContext",
     "ToolDefinitionError",
-    "ToolCallRecord",
     "ToolError",
-    "ToolInterrupted",
     "ToolExecutor",
+    "ToolInterrupted",
     "TruncatedToolUse",
     "TurnLimitExceeded",
     "UnknownToolError",
@@ -103,9 +110,13 @@ __all__ = [
     "WatchdogStatistics",
     "WatchdogUsageError",
     "agent_worker",
+    "callback_tool",
     "configure_logging",
     "item_id",
-    "run_batch",
+    "plan_tool",
     "run_agent",
+    "run_batch",
+    "run_plan",
     "tool",
+    "validate_plan",
 ]
