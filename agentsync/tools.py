@@ -356,7 +356,8 @@ class Tool:
             pydantic.ValidationError: the input does not fit the schema.
         """
         model = self.input_model.model_validate(data if data is not None else {})
-        return {name: getattr(model, name) for name in type(model).model_fields}
+        # A model's __dict__ holds exactly its validated fields.
+        return dict(model.__dict__)
 
     def invoke(self, context: ToolContext | None, kwargs: dict[str, Any]) -> Any:
         """Run the function with validated arguments (and the context).
