@@ -6,6 +6,7 @@ cannot deadlock on their locks, and a script still exits when its work is done.
 
 from __future__ import annotations
 
+from ._process import ProcessTimeout, ProcessToolError, start_process_pool
 from .agent import RunResult, ToolCallRecord, Usage, run_agent
 from .batch import (
     BatchOutputInUse,
@@ -82,6 +83,8 @@ __all__ = [
     "Plan",
     "PlanError",
     "PlanReport",
+    "ProcessTimeout",
+    "ProcessToolError",
     "RateLimited",
     "RepeatedToolFailure",
     "Retry",
@@ -117,6 +120,7 @@ __all__ = [
     "run_agent",
     "run_batch",
     "run_plan",
+    "start_process_pool",
     "tool",
     "validate_plan",
 ]

@@ -25,9 +25,9 @@ __all__ = ["callback_tool"]
 
 _log = structlog.get_logger("agentsync.callbacks")
 
-# How often a waiting call looks at its context's cancellation; a callback
-# wakes the wait at once, whatever this value.
-_POLL = 0.1
+# A call with no deadline at all (a callback tool called directly, with no
+# timeout) still waits in bounded steps, re-checking its cancellation.
+_UNBOUNDED_STEP = 3600.0
 
 _CONTEXT_NAME = "agentsync_context"
 
@@ -195,13 +195,14 @@ def _call_and_wait(
     done = _Completion(made.name, call_id)
     fn(**kwargs, **{callback: done})
 
-    # Wait for the callback until the deadline, looking now and then at the
-    # context's cancellation; the callback itself wakes the wait at once.
+    # Wait for the callback until the deadline; the callback wakes the wait at
+    # once. The runtime cancels a call at its deadline, so waiting for the
+    # deadline covers cancellation too, with no polling.
     deadline = ctx.deadline if ctx is not None else None
     if deadline is None and made.timeout is not None:
         deadline = time.monotonic() + made.timeout
     while True:
-        wait = _POLL if deadline is None else min(_POLL, deadline - time.monotonic())
+        wait = _UNBOUNDED_STEP if deadline is None else deadline - time.monotonic()
         if done.event.wait(max(0.0, wait)):
             break
         cancelled = ctx is not None and ctx.cancelled

@@ -588,7 +588,9 @@ class Runtime:
         if not queued and item is not None:
             if pending.tool.on_timeout == "interrupt" and item.thread is not None:
                 _interrupt(item.thread, pending)
-            if self.watchdog is not None:
+            # A process tool's thread only waits for its child, which is being
+            # killed: its stack says nothing an operator can use.
+            if self.watchdog is not None and pending.tool.on_timeout != "process":
                 self._hand_to_watchdog(pending, item, now)
         with self._stats_lock:
             self._timeouts += 1
@@ -615,9 +617,14 @@ class Runtime:
             )
         else:
             kind = "timeout"
+            fate = (
+                "its process was killed"
+                if pending.tool.on_timeout == "process"
+                else "was abandoned"
+            )
             message = (
                 f"tool {call.name!r} did not answer within {pending.timeout:g} s and "
-                "was abandoned. Do not retry the same call; try another approach."
+                f"{fate}. Do not retry the same call; try another approach."
             )
             if not pending.tool.idempotent:
                 message += " Its outcome is unknown: it may still take effect."
