@@ -478,6 +478,7 @@ class Runtime:
                 t.name, t.stuck_after, info={"tool": t.name, "call_id": ctx.call_id}
             )
             ctx._watched = True
+        error: str | None = "BaseException"
         try:
             if hooked is not None:
                 value = self._invoke_hooked(t, ctx, kwargs, hooked)
@@ -485,7 +486,12 @@ class Runtime:
                 value = self._invoke_locked(t, ctx, kwargs)
             else:
                 value = t.invoke(ctx, kwargs)
+            error = None
+            return value
         except BaseException as exc:
+            error = type(exc).__name__
+            raise
+        finally:
             if watch is not None:
                 watch.done()
             if debug:
@@ -493,22 +499,10 @@ class Runtime:
                     "tool.end",
                     tool=t.name,
                     call_id=ctx.call_id,
-                    status="error",
-                    error=type(exc).__name__,
+                    status="ok" if error is None else "error",
+                    error=error,
                     duration_ms=round((time.monotonic() - started) * 1000, 2),
                 )
-            raise
-        if watch is not None:
-            watch.done()
-        if debug:
-            _log.debug(
-                "tool.end",
-                tool=t.name,
-                call_id=ctx.call_id,
-                status="ok",
-                duration_ms=round((time.monotonic() - started) * 1000, 2),
-            )
-        return value
 
     def _invoke_hooked(
         self,
