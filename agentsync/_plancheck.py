@@ -227,7 +227,7 @@ class Validator:
         deps: list[tuple[int, ...]] = []
         get = index_of.get
         for index, (step_id, declared, refs) in enumerate(
-            zip(self.ids, self.declared, self.refs)
+            zip(self.ids, self.declared, self.refs, strict=True)
         ):
             if not declared and not refs:
                 deps.append(())

@@ -345,13 +345,13 @@ class _Loop:
         result.messages.append(
             {"role": "user", "content": [o.to_block() for o in outcomes]}
         )
-        for call, outcome in zip(calls, outcomes):
+        for call, outcome in zip(calls, outcomes, strict=True):
             result.tool_calls.append(_record(call, outcome, result.turns))
         self._check_repeats(calls, outcomes)
 
     def _check_repeats(self, calls: list[ToolCall], outcomes: list[Outcome]) -> None:
         streaks: dict[str, int] = {}
-        for call, outcome in zip(calls, outcomes):
+        for call, outcome in zip(calls, outcomes, strict=True):
             if outcome.ok:
                 continue
             key = call.name + ":" + json.dumps(call.input, sort_keys=True, default=str)
@@ -385,7 +385,9 @@ class _Loop:
                 gave_up.append(f"after {state.attempt_number} attempts")
                 return True
             if wait > self.max_retry_wait:
-                gave_up.append(f"because it asked to wait {wait:g} s, over max_retry_wait")
+                gave_up.append(
+                    f"because it asked to wait {wait:g} s, over max_retry_wait"
+                )
                 return True
             if self.end is not None and time.monotonic() + wait >= self.end:
                 left = max(0.0, self.end - time.monotonic())

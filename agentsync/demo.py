@@ -69,7 +69,9 @@ def build_shop(folder: Path, *, orders: int = 300, seed: int = 7) -> Path:
             "REFERENCES customers(id), sku TEXT NOT NULL, amount REAL NOT NULL, "
             "placed_on TEXT NOT NULL)"
         )
-        names = [f"{f} {l}" for f in _FIRST_NAMES for l in _LAST_NAMES][:40]
+        names = [f"{first} {last}" for first in _FIRST_NAMES for last in _LAST_NAMES][
+            :40
+        ]
         conn.executemany(
             "INSERT INTO customers (name) VALUES (?)", [(n,) for n in names]
         )
@@ -232,7 +234,10 @@ def run_demo(
     import sys
 
     out = out or sys.stdout
-    say: Callable[[str], None] = lambda line: print(line, file=out, flush=True)
+
+    def say(line: str) -> None:
+        print(line, file=out, flush=True)
+
     if use_api is None:
         use_api = bool(os.environ.get("ANTHROPIC_API_KEY"))
 

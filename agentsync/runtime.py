@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import ctypes
 import dataclasses
 import functools
-import ctypes
 import itertools
 import logging
 import math
@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Union
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pydantic
 import structlog
@@ -41,7 +41,8 @@ from .executor import (
     _WorkItem,
 )
 from .retry import is_unknown_outcome
-from .tools import ErrorKind, Outcome, Tool, ToolCall, tool as make_tool
+from .tools import ErrorKind, Outcome, Tool, ToolCall
+from .tools import tool as make_tool
 
 if TYPE_CHECKING:
     from .locks import LockRegistry
@@ -52,7 +53,7 @@ __all__ = ["CallHook", "CallLike", "PendingCall", "Runtime", "RuntimeStats"]
 
 _log = structlog.get_logger("agentsync.runtime")
 
-CallLike = Union[ToolCall, tuple[str, Mapping[str, Any]], Mapping[str, Any]]
+CallLike = ToolCall | tuple[str, Mapping[str, Any]] | Mapping[str, Any]
 
 # The context of the tool call running in this thread, if any: nested calls
 # through the runtime run inline instead of queueing behind busy workers.
@@ -297,7 +298,9 @@ class Runtime:
             # Called from inside a tool: the workers may all be busy waiting
             # on calls like this one, so the calls run inline, one by one.
             nested = [_as_call(c) for c in calls]
-            return [self._call_nested(current, c.name, dict(c.input), c.id) for c in nested]
+            return [
+                self._call_nested(current, c.name, dict(c.input), c.id) for c in nested
+            ]
         started: list[_Pending | Outcome | _RetryingCall] = []
         for c in calls:
             call = _as_call(c)
@@ -324,7 +327,9 @@ class Runtime:
         assert policy is not None
         limit = timeout or t.timeout or self.default_timeout
         first = time.monotonic()
-        budget_end = _earliest(first + (policy.budget or limit * policy.attempts), deadline)
+        budget_end = _earliest(
+            first + (policy.budget or limit * policy.attempts), deadline
+        )
         attempt = 1
         while True:
             outcome = self._finish(self._start(call, budget_end, limit))
@@ -383,7 +388,9 @@ class Runtime:
             if on_done is not None:
                 with item.guard:
                     item.on_done = on_done
-                    finished = item.state != _QUEUED_STATE and item.state != _RUNNING_STATE
+                    finished = (
+                        item.state != _QUEUED_STATE and item.state != _RUNNING_STATE
+                    )
                 if finished:
                     on_done()
         elif on_done is not None:
@@ -406,7 +413,11 @@ class Runtime:
         from .scheduler import run_plan
 
         return run_plan(
-            self, plan, deadline=deadline, max_parallel=max_parallel, fail_fast=fail_fast
+            self,
+            plan,
+            deadline=deadline,
+            max_parallel=max_parallel,
+            fail_fast=fail_fast,
         )
 
     # -- the machinery -------------------------------------------------------
@@ -419,11 +430,15 @@ class Runtime:
         next(self._calls)
         t = self._tools.get(call.name)
         if t is None:
-            return Outcome.failure(call, "unknown_tool", self._unknown_message(call.name))
+            return Outcome.failure(
+                call, "unknown_tool", self._unknown_message(call.name)
+            )
         try:
             kwargs = t.validate(call.input)
         except pydantic.ValidationError as exc:
-            return Outcome.failure(call, "invalid_input", _invalid_message(t, exc), 0.0, exc)
+            return Outcome.failure(
+                call, "invalid_input", _invalid_message(t, exc), 0.0, exc
+            )
 
         if timeout is not None:
             timeout = _check_seconds(timeout, "timeout")
@@ -448,7 +463,9 @@ class Runtime:
         except ExecutorOverloaded as exc:
             return Outcome.failure(call, "overloaded", str(exc), 0.0, exc)
         except RuntimeClosedError:
-            raise RuntimeClosedError("runtime is closed; it accepts no more calls") from None
+            raise RuntimeClosedError(
+                "runtime is closed; it accepts no more calls"
+            ) from None
         return pending
 
     def _invoke(
@@ -462,7 +479,9 @@ class Runtime:
         _current.set(ctx)
         started = time.monotonic()
         if ctx.deadline is not None and started >= ctx.deadline:
-            raise ToolCancelled(f"call {ctx.call_id} reached its deadline before starting")
+            raise ToolCancelled(
+                f"call {ctx.call_id} reached its deadline before starting"
+            )
         debug = _debug_enabled()
         if debug:
             _log.debug("tool.start", tool=t.name, call_id=ctx.call_id)
@@ -536,7 +555,9 @@ class Runtime:
                 ctx._waiting_locks = ()
                 return t.invoke(ctx, kwargs)
 
-    def _lock_wait_message(self, tool: str, names: tuple[str, ...], waited: float) -> str:
+    def _lock_wait_message(
+        self, tool: str, names: tuple[str, ...], waited: float
+    ) -> str:
         holders = []
         for view in self.locks.snapshot():
             if view.name in names and view.holder is not None:
@@ -588,9 +609,13 @@ class Runtime:
                 self._hand_to_watchdog(pending, item, now)
         with self._stats_lock:
             self._timeouts += 1
-        started = item.started if item is not None and item.started else pending.submitted
-        by_deadline = pending.deadline is not None and pending.deadline <= now + 1e-4 and (
-            queued or started + pending.timeout > pending.deadline
+        started = (
+            item.started if item is not None and item.started else pending.submitted
+        )
+        by_deadline = (
+            pending.deadline is not None
+            and pending.deadline <= now + 1e-4
+            and (queued or started + pending.timeout > pending.deadline)
         )
         waiting_for = pending.ctx._waiting_locks
         if queued:
@@ -714,7 +739,9 @@ class Runtime:
         try:
             kwargs = t.validate(input)
         except pydantic.ValidationError as exc:
-            return Outcome.failure(call, "invalid_input", _invalid_message(t, exc), 0.0, exc)
+            return Outcome.failure(
+                call, "invalid_input", _invalid_message(t, exc), 0.0, exc
+            )
 
         limit = t.timeout or self.default_timeout
         ctx = ToolContext(
@@ -746,7 +773,9 @@ class Runtime:
         with self._stats_lock:
             # A count's repr is "count(N)": reading it does not advance it.
             calls, timeouts = int(repr(self._calls)[6:-1]), self._timeouts
-        return RuntimeStats(self._executor.statistics(), calls, timeouts, len(self._tools))
+        return RuntimeStats(
+            self._executor.statistics(), calls, timeouts, len(self._tools)
+        )
 
     def close(self, timeout: float = 5.0) -> None:
         """Refuse new calls; wait up to ``timeout`` s for running ones.
@@ -782,7 +811,9 @@ class PendingCall:
     def __init__(self, runtime: Runtime, pending: _Pending | Outcome) -> None:
         self._runtime = runtime
         self._pending = pending
-        self._outcome: Outcome | None = pending if isinstance(pending, Outcome) else None
+        self._outcome: Outcome | None = (
+            pending if isinstance(pending, Outcome) else None
+        )
         self.call = pending.call if isinstance(pending, _Pending) else _call_of(pending)
 
     def done(self) -> bool:
@@ -790,7 +821,11 @@ class PendingCall:
         if self._outcome is not None:
             return True
         item = self._pending.item  # type: ignore[union-attr]
-        return item is not None and item.state != _QUEUED_STATE and item.state != _RUNNING_STATE
+        return (
+            item is not None
+            and item.state != _QUEUED_STATE
+            and item.state != _RUNNING_STATE
+        )
 
     def expires(self) -> float:
         """The ``time.monotonic()`` value past which :meth:`outcome` gives up.
@@ -840,11 +875,15 @@ class _RetryingCall:
 
     def outcome(self) -> Outcome:
         # The driver ends by its own deadline; the join's bound is a backstop.
-        self._thread.join(None if self._end is None else max(0.0, self._end - time.monotonic()) + 1.0)
+        self._thread.join(
+            None if self._end is None else max(0.0, self._end - time.monotonic()) + 1.0
+        )
         if self._result:
             return self._result[0]
         return Outcome.failure(
-            self._call, "deadline", f"tool {self._call.name!r} did not finish its retries in time"
+            self._call,
+            "deadline",
+            f"tool {self._call.name!r} did not finish its retries in time",
         )
 
 
@@ -937,6 +976,8 @@ def _failure_of(
             tool=call.name,
             call_id=call.id,
             error=type(error).__name__,
-            exc_info=error if not isinstance(error, (SystemExit, KeyboardInterrupt)) else None,
+            exc_info=error
+            if not isinstance(error, (SystemExit, KeyboardInterrupt))
+            else None,
         )
     return Outcome.failure(call, kind, message, duration, error)
