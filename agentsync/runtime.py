@@ -272,7 +272,7 @@ class Runtime:
         data = dict(input) if input else {}
         current = _current.get()
         if current is not None and current.runtime is self:
-            return self._call_nested(current, name, data, call_id)
+            return self._call_nested(current, name, data, call_id, timeout, deadline)
         call = ToolCall(name, data, call_id) if call_id else ToolCall(name, data)
         t = self._tools.get(name)
         if t is not None and t.retry is not None:
@@ -717,6 +717,8 @@ class Runtime:
         name: str,
         input: dict[str, Any],
         call_id: str | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
     ) -> Outcome:
         """Run a tool called from inside another tool, inline in its thread."""
         call = ToolCall(name, input, call_id or f"{parent.call_id}/{name}")
@@ -743,12 +745,14 @@ class Runtime:
                 call, "invalid_input", _invalid_message(t, exc), 0.0, exc
             )
 
-        limit = t.timeout or self.default_timeout
+        limit = timeout or t.timeout or self.default_timeout
         ctx = ToolContext(
             call_id=call.id,
             tool=name,
             runtime=self,
-            deadline=_earliest(time.monotonic() + limit, parent.deadline),
+            deadline=_earliest(
+                _earliest(time.monotonic() + limit, parent.deadline), deadline
+            ),
             chain=(*parent.chain, name),
             cancel_event=parent._event(),
         )
