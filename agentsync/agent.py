@@ -26,6 +26,7 @@ from .errors import (
     RateLimited,
     RepeatedToolFailure,
     RunDeadlineExceeded,
+    RuntimeClosedError,
     TruncatedToolUse,
     TurnLimitExceeded,
 )
@@ -192,7 +193,7 @@ def run_agent(
     """
     if max_turns < 1:
         raise ValueError(f"max_turns must be at least 1, got {max_turns}")
-    if deadline is not None and not deadline > 0:
+    if deadline is not None and not (0 < deadline < float("inf")):
         raise ValueError(
             f"deadline must be a positive number of seconds, got {deadline!r}"
         )
@@ -244,7 +245,15 @@ class _Loop:
     ) -> None:
         import anthropic
 
-        base = client if client is not None else anthropic.Anthropic()
+        if client is None:
+            try:
+                client = anthropic.Anthropic()
+            except Exception as exc:  # the SDK's own wording varies by version
+                raise APIReplyError(
+                    "no Anthropic client could be made from the environment "
+                    f"({exc}); set ANTHROPIC_API_KEY or pass client="
+                ) from exc
+        base = client
         self.client = base.with_options(max_retries=0)
         self.model = model
         self.system = system
@@ -330,7 +339,11 @@ class _Loop:
             )
             if stop == "pause_turn":
                 continue
-            if stop != "tool_use" or not tool_uses:
+            if stop == "end_turn" and tool_uses:
+                # Every tool_use needs its tool_result before the conversation
+                # can go on: run them, as for stop_reason "tool_use".
+                _log.warning("model.tool_use_at_end_turn", tool_uses=len(tool_uses))
+            elif stop != "tool_use" or not tool_uses:
                 return
             self._run_tools(rt, tool_uses)
 
@@ -339,7 +352,12 @@ class _Loop:
         calls = [ToolCall(b["name"], b.get("input") or {}, b["id"]) for b in tool_uses]
         if self.end is not None and time.monotonic() >= self.end:
             raise RunDeadlineExceeded("the run's deadline passed before its tools ran")
-        outcomes = rt.run_calls(calls, deadline=self.end)
+        try:
+            outcomes = rt.run_calls(calls, deadline=self.end)
+        except RuntimeClosedError as exc:
+            raise AgentRunError(
+                "the runtime was closed while the run was still going"
+            ) from exc
 
         # One user message, the results first and in the model's order.
         result.messages.append(
@@ -436,10 +454,21 @@ class _Loop:
             ) from exc
         except anthropic.AnthropicError as exc:
             raise APIReplyError(f"the Messages API call failed: {exc}") from exc
-        except ValueError as exc:
+        except TypeError as exc:
+            # The SDK raises this for a client with no credentials, or for a
+            # parameter this SDK version does not know.
+            raise APIReplyError(
+                f"the Messages API call could not be made: {exc}"
+            ) from exc
+        except json.JSONDecodeError as exc:
             # The SDK lets a reply body that is not JSON through as this.
             raise APIReplyError(
                 f"the Messages API sent a reply that is not valid JSON: {exc}"
+            ) from exc
+        except ValueError as exc:
+            raise APIReplyError(
+                f"the request could not be encoded as JSON ({exc}); a tool's "
+                "schema or a message holds a value JSON cannot carry, such as inf"
             ) from exc
 
         _check_reply(message)

@@ -137,6 +137,8 @@ class _WorkItem:
         """Wait until the call is done or ``timeout`` seconds pass."""
         if self.state == _DONE:
             return True
+        if timeout is not None and timeout > threading.TIMEOUT_MAX:
+            timeout = threading.TIMEOUT_MAX
         if self.signal.acquire(True, -1 if timeout is None else timeout):
             self.signal.release()
         return self.state == _DONE

@@ -143,6 +143,17 @@ def _earliest(a: float, b: float | None) -> float:
     return a if b is None or a < b else b
 
 
+def _check_deadline(deadline: Any) -> None:
+    if deadline is not None and (
+        isinstance(deadline, bool)
+        or not isinstance(deadline, (int, float))
+        or not math.isfinite(deadline)
+    ):
+        raise ValueError(
+            f"deadline must be a finite time.monotonic() value, got {deadline!r}"
+        )
+
+
 def _check_seconds(value: Any, what: str) -> float:
     if (
         isinstance(value, bool)
@@ -269,6 +280,7 @@ class Runtime:
         Raises:
             RuntimeClosedError: the runtime was closed.
         """
+        _check_deadline(deadline)
         data = dict(input) if input else {}
         current = _current.get()
         if current is not None and current.runtime is self:
@@ -301,6 +313,7 @@ class Runtime:
             return [
                 self._call_nested(current, c.name, dict(c.input), c.id) for c in nested
             ]
+        _check_deadline(deadline)
         started: list[_Pending | Outcome | _RetryingCall] = []
         for c in calls:
             call = _as_call(c)
@@ -595,12 +608,12 @@ class Runtime:
                 return self._late(pending, queued=False)
         return self._outcome_of(pending, item)
 
-    def _late(self, pending: _Pending, *, queued: bool) -> Outcome:
+    def _late(self, pending: _Pending, *, queued: bool, ended: bool = False) -> Outcome:
         """The outcome of a call its caller stopped waiting for."""
         pending.ctx.cancel()
         call, now = pending.call, time.monotonic()
         item = pending.item
-        if not queued and item is not None:
+        if not queued and not ended and item is not None:
             if pending.tool.on_timeout == "interrupt" and item.thread is not None:
                 _interrupt(item.thread, pending)
             # A process tool's thread only waits for its child, which is being
@@ -618,8 +631,14 @@ class Runtime:
             and (queued or started + pending.timeout > pending.deadline)
         )
         waiting_for = pending.ctx._waiting_locks
-        if queued:
-            kind: ErrorKind = "deadline" if by_deadline else "overloaded"
+        if queued and by_deadline:
+            kind: ErrorKind = "deadline"
+            message = (
+                f"tool {call.name!r} did not start: its deadline passed while it "
+                f"waited {now - pending.submitted:.1f} s for a free worker"
+            )
+        elif queued:
+            kind = "overloaded"
             message = (
                 f"tool {call.name!r} did not start: every worker stayed busy "
                 f"for {now - pending.submitted:.1f} s"
@@ -631,8 +650,8 @@ class Runtime:
         elif by_deadline:
             kind = "deadline"
             message = (
-                f"tool {call.name!r} was still running when the run's deadline "
-                "passed; its result is lost. Do not retry the same call."
+                f"tool {call.name!r} was still running when its deadline passed; "
+                "its result is lost. Do not retry the same call."
             )
         else:
             kind = "timeout"
@@ -707,8 +726,9 @@ class Runtime:
             and isinstance(error, (ToolCancelled, TimeoutError, asyncio.TimeoutError))
         ):
             # The tool gave up at its own deadline (an async tool's wait_for,
-            # ctx.check()) before this waiter got to it: still a timeout.
-            return self._late(pending, queued=False)
+            # ctx.check()) before this waiter got to it: still a timeout. Its
+            # thread has moved on, so there is nothing to interrupt or watch.
+            return self._late(pending, queued=False, ended=True)
         return _failure_of(call, error, duration, pending.tool)
 
     def _call_nested(
@@ -921,19 +941,27 @@ def _call_of(outcome: Outcome) -> ToolCall:
 
 
 def _as_call(c: CallLike) -> ToolCall:
+    """Make a ToolCall of the forms run_calls takes, or say what is wrong."""
     if isinstance(c, ToolCall):
         return c
-    if isinstance(c, tuple):
-        name, data = c
+    name: Any = None
+    data: Any = None
+    call_id: Any = None
+    if isinstance(c, tuple) and len(c) in (1, 2):
+        name, data = c[0], c[1] if len(c) == 2 else None
+    elif isinstance(c, Mapping):
+        name, data, call_id = c.get("name"), c.get("input"), c.get("id")
+    elif getattr(c, "name", None) is not None:  # an SDK ToolUseBlock
+        name = getattr(c, "name", None)
+        data, call_id = getattr(c, "input", None), getattr(c, "id", None)
+    if not isinstance(name, str) or not isinstance(data, (Mapping, type(None))):
+        raise TypeError(
+            "a call is a ToolCall, a (name, input) pair or a mapping with 'name' "
+            f"and 'input'; input must be a mapping. Got {c!r}"
+        )
+    if call_id is None:
         return ToolCall(name, dict(data or {}))
-    if isinstance(c, Mapping):
-        if "id" in c:
-            return ToolCall(c["name"], dict(c.get("input") or {}), c["id"])
-        return ToolCall(c["name"], dict(c.get("input") or {}))
-    name = getattr(c, "name", None)
-    if name is not None:  # an SDK ToolUseBlock
-        return ToolCall(name, dict(getattr(c, "input", None) or {}), c.id)
-    raise TypeError(f"cannot make a tool call of {c!r}")
+    return ToolCall(name, dict(data or {}), str(call_id))
 
 
 def _invalid_message(t: Tool, exc: pydantic.ValidationError) -> str:
@@ -948,7 +976,12 @@ def _failure_of(
     call: ToolCall, error: BaseException, duration: float, tool: Tool | None = None
 ) -> Outcome:
     kind: ErrorKind
-    if tool is not None and not tool.idempotent and is_unknown_outcome(error):
+    if (
+        tool is not None
+        and not tool.idempotent
+        and not isinstance(error, (LockTimeout, LockOrderError, ToolCancelled))
+        and is_unknown_outcome(error)
+    ):
         detail = str(error)
         return Outcome.failure(
             call,

@@ -14,6 +14,7 @@ import itertools
 import json
 import math
 import os
+import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ ErrorKind = Literal[
 
 OnTimeout = Literal["abandon", "interrupt", "process"]
 
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _call_ids = itertools.count(1)
 _call_prefix = f"call_{os.getpid():x}_"
 
@@ -235,10 +237,11 @@ class Tool:
         if not callable(fn):
             raise ToolDefinitionError(f"a tool must wrap a callable, got {fn!r}")
         self.fn = fn
-        self.name: str = str(name or getattr(fn, "__name__", ""))
-        if not self.name or not self.name.replace("_", "a").replace("-", "a").isalnum():
+        self.name: str = name if name is not None else getattr(fn, "__name__", "")
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
             raise ToolDefinitionError(
-                f"tool name {self.name!r} must be letters, digits, '_' or '-'"
+                f"tool name {self.name!r} must be 1 to 64 ASCII letters, digits, "
+                "'_' or '-', as the Messages API requires"
             )
         self.timeout = _check_timeout(timeout, f"timeout of tool {self.name!r}")
         self.stuck_after = _check_timeout(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import anthropic
 import pytest
 import structlog
 
+import agentsync
 from agentsync import (
     APIReplyError,
     RateLimited,
@@ -639,3 +641,47 @@ class TestLogContext:
         assert len(threads["r1"]) == 3
         assert threads["r2"] <= threads["r1"]
         assert structlog.contextvars.get_contextvars().get("run_id") is None
+
+
+class TestCallerMistakesInRuns:
+    """Mistakes in how a run is set up get clear errors."""
+
+    def test_infinite_deadline_is_refused(self) -> None:
+        """deadline=inf is refused before anything is sent."""
+
+        with pytest.raises(ValueError, match="deadline"):
+            agentsync.run_agent("hi", deadline=float("inf"), client=object())  # type: ignore[arg-type]
+
+    def test_unencodable_schema_is_not_blamed_on_the_api(self) -> None:
+        """A tool whose schema holds inf fails as a request problem, not a reply one."""
+
+        @agentsync.tool
+        def scale(x: float = math.inf) -> float:
+            return x
+
+        with FakeMessagesServer() as server:
+            server.add_reply("never sent")
+            with pytest.raises(agentsync.APIReplyError, match="could not be encoded"):
+                agentsync.run_agent("hi", tools=[scale], client=server.client())
+
+            assert server.requests == []
+
+    def test_tool_use_with_end_turn_still_gets_results(self) -> None:
+        """A reply ending its turn with a tool_use still has that tool run."""
+        ran = threading.Event()
+
+        @agentsync.tool
+        def ping() -> str:
+            ran.set()
+            return "pong"
+
+        with FakeMessagesServer() as server:
+            server.add_reply(
+                [{"type": "tool_use", "name": "ping", "input": {}}], stop_reason="end_turn"
+            )
+            server.add_reply("done")
+            result = agentsync.run_agent("hi", tools=[ping], client=server.client())
+
+        assert ran.is_set()
+        assert result.text == "done"
+        assert result.tool_calls[0].status == "ok"

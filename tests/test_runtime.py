@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+import agentsync
+
 from agentsync import (
     Outcome,
     Runtime,
@@ -620,3 +622,41 @@ def test_outcome_is_never_raised() -> None:
 
     assert isinstance(outcome, Outcome)
     assert not isinstance(outcome, BaseException)
+
+
+class TestCallerMistakes:
+    """Bad arguments from the caller get clear errors, not odd outcomes."""
+
+    def test_huge_timeout_still_runs(self) -> None:
+        """A timeout past threading.TIMEOUT_MAX is waited for without overflow."""
+
+        @agentsync.tool(timeout=1e12)
+        def quick() -> int:
+            return 1
+
+        with agentsync.Runtime([quick]) as rt:
+            outcome = rt.call("quick")
+
+        assert outcome.ok and outcome.value == 1
+
+    @pytest.mark.parametrize("deadline", [float("nan"), float("inf"), "soon"])
+    def test_deadline_must_be_finite(self, deadline: object) -> None:
+        """A NaN, infinite or non-number deadline is refused at once."""
+
+        @agentsync.tool
+        def quick() -> int:
+            return 1
+
+        with agentsync.Runtime([quick]) as rt, pytest.raises(ValueError, match="deadline"):
+            rt.call("quick", deadline=deadline)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("bad", [("quick", 3), ("quick", {}, "x"), 42, {"input": {}}])
+    def test_malformed_calls_name_the_forms_accepted(self, bad: object) -> None:
+        """run_calls refuses a malformed call with the forms it takes."""
+
+        @agentsync.tool
+        def quick() -> int:
+            return 1
+
+        with agentsync.Runtime([quick]) as rt, pytest.raises(TypeError, match="name"):
+            rt.run_calls([bad])  # type: ignore[list-item]

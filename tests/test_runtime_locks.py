@@ -73,3 +73,35 @@ class TestToolLocks:
         assert "'cache'" in waiting.message and "tool hung call" in waiting.message
         assert "did not run" in waiting.message
         assert not ran.is_set()
+
+
+def test_nested_call_waiting_for_a_lock_is_a_lock_timeout() -> None:
+    """A ctx.call that cannot get its locks says lock_timeout, not unknown outcome."""
+    registry = LockRegistry()
+    release = threading.Event()
+    holding = threading.Event()
+
+    @agentsync.tool(timeout=0.3, locks=("db",))
+    def inner() -> str:
+        return "ran"
+
+    @agentsync.tool(timeout=3)
+    def outer(ctx: agentsync.ToolContext) -> str:
+        return str(ctx.call("inner").error_kind)
+
+    def hold() -> None:
+        with registry.acquire("db", timeout=5):
+            holding.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert holding.wait(5)
+    try:
+        with agentsync.Runtime([inner, outer], locks=registry) as rt:
+            outcome = rt.call("outer")
+    finally:
+        release.set()
+        holder.join(5)
+
+    assert outcome.value == "lock_timeout"

@@ -9,6 +9,8 @@ from typing import Any
 import pydantic
 import pytest
 
+import agentsync
+
 from agentsync import (
     Outcome,
     Runtime,
@@ -308,3 +310,14 @@ class TestAsyncTools:
 
         assert outcome.error_kind == "timeout"
         assert outcome.duration < 0.2 + 0.5
+
+
+@pytest.mark.parametrize("name", ["", "ünïcode", "x" * 65, "has space"])
+def test_tool_names_follow_the_api_rule(name: str) -> None:
+    """Names the Messages API would refuse are refused at definition."""
+
+    def fn() -> None:
+        return None
+
+    with pytest.raises(agentsync.ToolDefinitionError, match="1 to 64"):
+        agentsync.tool(fn, name=name)
