@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import ctypes
 import dataclasses
 import functools
 import itertools
@@ -614,8 +613,15 @@ class Runtime:
         call, now = pending.call, time.monotonic()
         item = pending.item
         if not queued and not ended and item is not None:
-            if pending.tool.on_timeout == "interrupt" and item.thread is not None:
-                _interrupt(item.thread, pending)
+            if pending.tool.on_timeout == "interrupt":
+                sent = self._executor.interrupt(item, ToolInterrupted)
+                _log.warning(
+                    "tool.interrupted",
+                    tool=call.name,
+                    call_id=call.id,
+                    thread=item.thread.name if item.thread else None,
+                    delivered=sent,
+                )
             # A process tool's thread only waits for its child, which is being
             # killed: its stack says nothing an operator can use.
             if self.watchdog is not None and pending.tool.on_timeout != "process":
@@ -909,31 +915,6 @@ class _RetryingCall:
             "deadline",
             f"tool {self._call.name!r} did not finish its retries in time",
         )
-
-
-def _interrupt(thread: threading.Thread, pending: _Pending) -> None:
-    """Raise :class:`ToolInterrupted` inside a timed-out tool's thread.
-
-    Limit: the exception is delivered at the thread's next Python bytecode, so
-    a thread blocked in C (a socket read, a lock without timeout, a C
-    extension) is not stopped until that call returns.
-    """
-    ident = thread.ident
-    if ident is None:
-        return
-    done = ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(ident), ctypes.py_object(ToolInterrupted)
-    )
-    if done != 1 and done != 0:
-        # More than one thread state was touched: undo, as the C API asks.
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
-    _log.warning(
-        "tool.interrupted",
-        tool=pending.call.name,
-        call_id=pending.call.id,
-        thread=thread.name,
-        delivered=done == 1,
-    )
 
 
 def _call_of(outcome: Outcome) -> ToolCall:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import agentsync
 from agentsync import Runtime, Tool, ToolContext, ToolDefinitionError, run_agent, tool
 from agentsync._process import (
     ProcessTimeout,
@@ -487,3 +488,36 @@ def test_dropped_connection_is_an_unknown_outcome_and_not_retried_c12(
     assert "outcome is unknown" in str(results[0]["content"])
     assert ticket_backend.tickets == ["printer on fire"]
     assert ticket_backend.requests == 1
+
+
+@pytest.mark.timeout(30)
+def test_interrupt_never_lands_in_the_pool_when_the_tool_is_returning() -> None:
+    """Tools ending right at their timeout, interrupted, never kill a worker."""
+    died: list[BaseException | None] = []
+    previous = threading.excepthook
+    threading.excepthook = lambda args: died.append(args.exc_value)
+
+    @agentsync.tool(timeout=0.02, on_timeout="interrupt")
+    def edge(n: int) -> int:
+        end = time.perf_counter() + 0.0195 + (n % 10) * 0.0001
+        while time.perf_counter() < end:
+            pass
+        return n
+
+    @agentsync.tool(timeout=5)
+    def innocent(n: int) -> int:
+        return sum(range(20000)) * 0 + n
+
+    try:
+        with agentsync.Runtime([edge, innocent], max_workers=2) as rt:
+            outcomes = []
+            for _ in range(60):
+                outcomes += rt.run_calls(
+                    [("edge", {"n": 1}), ("innocent", {"n": 2}), ("edge", {"n": 3})]
+                )
+    finally:
+        threading.excepthook = previous
+
+    assert died == []
+    assert all(o.ok for o in outcomes if o.tool == "innocent")
+    assert {o.error_kind for o in outcomes if o.tool == "edge"} <= {None, "timeout", "overloaded"}
