@@ -216,6 +216,8 @@ class Runtime:
             watchdog = default_watchdog()
         self.watchdog: Watchdog | None = watchdog or None
         self._hooks = tuple(hooks)
+        # Contexts of calls running now, so that close() can cancel them.
+        self._active: set[ToolContext] = set()
         self._closed = False
         self._stats_lock = threading.Lock()
         self._calls = itertools.count()
@@ -510,6 +512,7 @@ class Runtime:
             )
             ctx._watched = True
         error: str | None = "BaseException"
+        self._active.add(ctx)
         try:
             if hooked is not None:
                 value = self._invoke_hooked(t, ctx, kwargs, hooked)
@@ -523,6 +526,7 @@ class Runtime:
             error = type(exc).__name__
             raise
         finally:
+            self._active.discard(ctx)
             if watch is not None:
                 watch.done()
             if debug:
@@ -808,13 +812,18 @@ class Runtime:
         )
 
     def close(self, timeout: float = 5.0) -> None:
-        """Refuse new calls; wait up to ``timeout`` s for running ones.
+        """Refuse new calls, cancel running ones, wait up to ``timeout`` s for them.
 
-        Hung (abandoned) calls are never waited for.
+        Running calls see the cancellation through ``ctx.cancelled``,
+        ``ctx.check()`` and ``ctx.wait()``; a call that looks at none of them
+        runs on. Hung (abandoned) calls are never waited for.
         """
         if self._closed:
             return
         self._closed = True
+        # list() copies the set in one step, whatever workers do meanwhile.
+        for ctx in list(self._active):
+            ctx.cancel()
         self._executor.shutdown(wait=True, timeout=timeout)
 
     def __enter__(self) -> Runtime:

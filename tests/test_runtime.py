@@ -660,3 +660,27 @@ class TestCallerMistakes:
 
         with agentsync.Runtime([quick]) as rt, pytest.raises(TypeError, match="name"):
             rt.run_calls([bad])  # type: ignore[list-item]
+
+
+@pytest.mark.timeout(20)
+def test_close_cancels_running_calls() -> None:
+    """Closing a runtime cancels its running calls' contexts."""
+    started = threading.Event()
+    saw_cancel = threading.Event()
+
+    @agentsync.tool(timeout=10)
+    def patient(ctx: agentsync.ToolContext) -> str:
+        started.set()
+        if ctx.wait(8):
+            saw_cancel.set()
+            return "cancelled"
+        return "done"
+
+    rt = agentsync.Runtime([patient])
+    pending = rt.submit(("patient", {}))
+    assert started.wait(5)
+
+    rt.close(timeout=5)
+
+    assert saw_cancel.wait(5)
+    assert pending.outcome().value == "cancelled"
