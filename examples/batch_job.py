@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 import os
 import sys
 import threading
@@ -82,7 +83,8 @@ def anthropic_client() -> Iterator[Any]:
 def main(argv: list[str]) -> int:
     """Run the batch; return its exit code."""
     agentsync.configure_logging("info")
-    folder = Path("batch_demo")
+    # Outside the project, so that trying the example leaves no files in it.
+    folder = Path(tempfile.gettempdir()) / "agentsync-batch-demo"
     folder.mkdir(exist_ok=True)
     tickets = Path(argv[0]) if argv else demo_tickets(folder)
     output = Path(argv[1]) if len(argv) > 1 else folder / "results.jsonl"
