@@ -108,10 +108,21 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     if bool(args.worker) == bool(args.tools):
         print("agentsync: batch takes one of --worker or --tools", file=sys.stderr)
         return 2
+    items = []
     try:
         with open(args.items, encoding="utf-8") as lines:
-            items = [json.loads(line) for line in lines if line.strip()]
-    except (OSError, ValueError) as exc:
+            for number, line in enumerate(lines, 1):
+                if line.strip():
+                    try:
+                        items.append(json.loads(line))
+                    except ValueError as exc:
+                        print(
+                            f"agentsync: line {number} of {args.items} is not JSON: "
+                            f"{exc}",
+                            file=sys.stderr,
+                        )
+                        return 2
+    except OSError as exc:
         print(f"agentsync: cannot read items from {args.items}: {exc}", file=sys.stderr)
         return 2
 
@@ -157,6 +168,9 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         )
     except (TypeError, ValueError) as exc:  # bad items or options; nothing ran
         print(f"agentsync: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the output cannot be written: a folder, no access
+        print(f"agentsync: cannot write {args.output}: {exc}", file=sys.stderr)
         return 2
     print(f"agentsync: {report.summary()}", file=sys.stderr)
     return report.exit_code

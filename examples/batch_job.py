@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import tempfile
 import os
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
