@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+
 import pytest
 import structlog
 
@@ -11,3 +14,11 @@ def pytest_configure(config: pytest.Config) -> None:
     # of deliberate hangs look like failures among pytest's dots. Events still
     # reach processors, so tests that capture logs see them all.
     structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
+
+
+@pytest.fixture
+def gate() -> Iterator[threading.Event]:
+    """An event hung tools wait on; set at teardown so no thread stays stuck."""
+    event = threading.Event()
+    yield event
+    event.set()

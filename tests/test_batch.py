@@ -10,7 +10,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -72,14 +71,6 @@ def _script(tmp_path: Path, name: str, source: str) -> Path:
     path = tmp_path / name
     path.write_text(textwrap.dedent(source), encoding="utf-8")
     return path
-
-
-@pytest.fixture
-def gate() -> Iterator[threading.Event]:
-    """An event hung workers wait on; set at teardown so no thread stays stuck."""
-    event = threading.Event()
-    yield event
-    event.set()
 
 
 # -- scripts run in a subprocess ---------------------------------------------

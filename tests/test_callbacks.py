@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,14 +25,6 @@ def geocode(city: str, on_done: Done, country: str = "NO") -> None:
         country: an ISO country code.
     """
     on_done({"city": city, "country": country, "lat": 59.9})
-
-
-@pytest.fixture
-def gate() -> Iterator[threading.Event]:
-    """An event background callbacks wait on; set at teardown so none stays stuck."""
-    event = threading.Event()
-    yield event
-    event.set()
 
 
 def run(

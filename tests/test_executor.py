@@ -105,14 +105,6 @@ def executor() -> Iterator[ToolExecutor]:
     pool.shutdown(wait=True, timeout=2)
 
 
-@pytest.fixture
-def gate() -> Iterator[threading.Event]:
-    """An event hung calls wait on; set at teardown so no thread stays stuck."""
-    event = threading.Event()
-    yield event
-    event.set()
-
-
 class TestExecutorInterface:
     def test_submit_returns_a_future_with_the_result(
         self, executor: ToolExecutor

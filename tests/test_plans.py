@@ -609,14 +609,6 @@ def test_chain_of_100000_steps_validates() -> None:
 
 
 @pytest.fixture
-def gate() -> Iterator[threading.Event]:
-    """An event hung tools wait on; set at teardown so no thread stays stuck."""
-    event = threading.Event()
-    yield event
-    event.set()
-
-
-@pytest.fixture
 def runtime() -> Iterator[Runtime]:
     """A runtime with the module's tools, closed after the test."""
     with Runtime(TOOLS, max_workers=4) as rt:

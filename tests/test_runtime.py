@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import agentsync
-
 from agentsync import (
     Outcome,
     Runtime,
@@ -22,14 +20,6 @@ from agentsync import (
     ToolError,
     tool,
 )
-
-
-@pytest.fixture
-def gate() -> Iterator[threading.Event]:
-    """An event hung tools wait on; set at teardown so no thread stays stuck."""
-    event = threading.Event()
-    yield event
-    event.set()
 
 
 @tool

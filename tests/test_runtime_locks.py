@@ -8,6 +8,8 @@ import pytest
 
 import agentsync
 from agentsync.locks import LockRegistry
+
+
 class TestToolLocks:
     """Locks declared with @tool(locks=...) and taken by the runtime."""
 

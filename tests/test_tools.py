@@ -10,7 +10,6 @@ import pydantic
 import pytest
 
 import agentsync
-
 from agentsync import (
     Outcome,
     Runtime,
