@@ -12,6 +12,7 @@ import structlog
 from .errors import ToolCancelled
 
 if TYPE_CHECKING:
+    from ._interrupts import InterruptGate
     from .runtime import Runtime
     from .tools import Outcome
 
@@ -58,6 +59,8 @@ class ToolContext:
         self._log: Any = None
         self._watched = False
         self._waiting_locks: tuple[str, ...] = ()
+        # Set for tools with on_timeout="interrupt"; nested calls share it.
+        self._gate: InterruptGate | None = None
 
     @property
     def log(self) -> Any:

@@ -11,7 +11,6 @@ hangs forever still exits when its main code is done.
 from __future__ import annotations
 
 import contextvars
-import ctypes
 import itertools
 import queue
 import threading
@@ -34,12 +33,6 @@ _QUEUED, _RUNNING, _DONE, _ABANDONED, _CANCELLED = range(5)
 # An idle worker wakes this often to see whether it should retire; a daemon
 # thread's wait needs a bound like any other.
 _IDLE_WAKE = 30.0
-
-
-def _clear_interrupt(thread: threading.Thread) -> None:
-    """Drop an asynchronous exception sent to ``thread`` that has not fired."""
-    if thread.ident is not None:
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), None)
 
 
 def _late_seen() -> None:
@@ -89,8 +82,6 @@ class _WorkItem:
         "context",
         "guard",
         "signal",
-        "in_tool",
-        "interrupted",
         "state",
         "value",
         "error",
@@ -122,8 +113,6 @@ class _WorkItem:
         self.guard = threading.Lock()
         self.signal = threading.Lock()
         self.signal.acquire()
-        self.in_tool = False
-        self.interrupted = False
         self.state = _QUEUED
         self.value: Any = None
         self.error: BaseException | None = None
@@ -289,8 +278,8 @@ class ToolExecutor(Executor):
             try:
                 kept = self._run(item, me)
             except ToolInterrupted:
-                # An interrupt for a call that was returning anyway: the call
-                # was abandoned, so this thread leaves the pool as usual.
+                # An interrupt for a call that was returning anyway landed here:
+                # the call was abandoned, so this thread leaves the pool as usual.
                 item.finished = item.finished or time.monotonic()
                 kept = False
             if kept:
@@ -324,7 +313,6 @@ class ToolExecutor(Executor):
             item.state = _RUNNING
             item.thread = me
             item.started = time.monotonic()
-            item.in_tool = True
             if item.on_start is not None:
                 item.on_start(item)
         future = item.future
@@ -338,13 +326,7 @@ class ToolExecutor(Executor):
         except BaseException as exc:  # noqa: BLE001 - a worker must survive anything
             item.error = exc
 
-        # Nothing between the tool's return and this guard calls Python code,
-        # so an interrupt sent while the tool ran has fired in it, or is still
-        # pending and is cleared here, before it can land in the pool's code.
         with item.guard:
-            item.in_tool = False
-            if item.interrupted:
-                _clear_interrupt(me)
             item.finished = time.monotonic()
             if item.state == _ABANDONED:
                 return False
@@ -363,30 +345,6 @@ class ToolExecutor(Executor):
         return True
 
     # -- giving up on calls --------------------------------------------------
-
-    def interrupt(self, item: _WorkItem, exc_type: type[BaseException]) -> bool:
-        """Raise ``exc_type`` inside the thread running an abandoned call.
-
-        It is sent only while the call's function is running, so it never
-        lands in the pool's own code. Returns whether it was sent.
-
-        Limit: it is raised at the thread's next Python bytecode, so a thread
-        blocked in C (a socket read, a lock without timeout) is not stopped
-        until that call returns.
-        """
-        with item.guard:
-            thread = item.thread
-            if not item.in_tool or thread is None or thread.ident is None:
-                return False
-            sent = ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                ctypes.c_ulong(thread.ident), ctypes.py_object(exc_type)
-            )
-            if sent > 1:
-                # More than one thread state was touched: undo, as the C API asks.
-                _clear_interrupt(thread)
-                return False
-            item.interrupted = sent == 1
-            return item.interrupted
 
     def abandon(self, future: Future[Any] | _WorkItem) -> bool:
         """Stop waiting for a call: cancel it if queued, abandon it if running.

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pydantic
 import structlog
 
+from ._interrupts import InterruptGate
 from .context import ToolContext
 from .errors import (
     LockOrderError,
@@ -458,6 +459,8 @@ class Runtime:
             timeout = _check_seconds(timeout, "timeout")
         limit = timeout or t.timeout or self.default_timeout
         ctx = ToolContext(call_id=call.id, tool=t.name, runtime=self, deadline=deadline)
+        if t.on_timeout == "interrupt":
+            ctx._gate = InterruptGate()
         pending = _Pending(call, t, ctx, limit, deadline)
         info = {"tool": t.name, "call_id": call.id}
         hooked = None
@@ -519,7 +522,7 @@ class Runtime:
             elif t.locks:
                 value = self._invoke_locked(t, ctx, kwargs)
             else:
-                value = t.invoke(ctx, kwargs)
+                value = self._body(t, ctx, kwargs)
             error = None
             return value
         except BaseException as exc:
@@ -552,7 +555,7 @@ class Runtime:
                 stack.enter_context(hook.wrap(state, ctx))
             if t.locks:
                 return self._invoke_locked(t, ctx, kwargs)
-            return t.invoke(ctx, kwargs)
+            return self._body(t, ctx, kwargs)
 
     def _invoke_locked(self, t: Tool, ctx: ToolContext, kwargs: dict[str, Any]) -> Any:
         """Run a tool holding the locks it declared, taken in canonical order.
@@ -564,12 +567,45 @@ class Runtime:
         get ``lock_timeout`` naming it as the holder.
         """
         locks = self.locks
-        with locks.owner(f"tool {t.name} call {ctx.call_id}", deadline=ctx.deadline):
-            # While this is set, a waiter that gives up reports lock_timeout.
-            ctx._waiting_locks = t.locks
-            with locks.acquire(*t.locks, deadline=ctx.deadline):
-                ctx._waiting_locks = ()
-                return t.invoke(ctx, kwargs)
+        gate = ctx._gate
+        if gate is None:
+            with locks.owner(
+                f"tool {t.name} call {ctx.call_id}", deadline=ctx.deadline
+            ):
+                # While this is set, a waiter that gives up reports lock_timeout.
+                ctx._waiting_locks = t.locks
+                with locks.acquire(*t.locks, deadline=ctx.deadline):
+                    ctx._waiting_locks = ()
+                    return self._body(t, ctx, kwargs)
+
+        # An interrupt must not land in the registry's bookkeeping: shield
+        # taking and releasing the locks, and open the shield for the body.
+        gate.shield()
+        try:
+            with locks.owner(
+                f"tool {t.name} call {ctx.call_id}", deadline=ctx.deadline
+            ):
+                ctx._waiting_locks = t.locks
+                with locks.acquire(*t.locks, deadline=ctx.deadline):
+                    ctx._waiting_locks = ()
+                    try:
+                        gate.unshield()
+                        return self._body(t, ctx, kwargs)
+                    finally:
+                        gate.shield()
+        finally:
+            gate.unshield(deliver=False)
+
+    def _body(self, t: Tool, ctx: ToolContext, kwargs: dict[str, Any]) -> Any:
+        """Run the tool's own code; the outermost call's gate is open meanwhile."""
+        gate = ctx._gate
+        if gate is None or len(ctx.chain) > 1:
+            return t.invoke(ctx, kwargs)
+        gate.open()
+        try:
+            return t.invoke(ctx, kwargs)
+        finally:
+            gate.close()
 
     def _lock_wait_message(
         self, tool: str, names: tuple[str, ...], waited: float
@@ -617,8 +653,8 @@ class Runtime:
         call, now = pending.call, time.monotonic()
         item = pending.item
         if not queued and not ended and item is not None:
-            if pending.tool.on_timeout == "interrupt":
-                sent = self._executor.interrupt(item, ToolInterrupted)
+            if pending.ctx._gate is not None:
+                sent = pending.ctx._gate.send()
                 _log.warning(
                     "tool.interrupted",
                     tool=call.name,
@@ -786,10 +822,15 @@ class Runtime:
             chain=(*parent.chain, name),
             cancel_event=parent._event(),
         )
+        ctx._gate = parent._gate
         started = time.monotonic()
         token = _current.set(ctx)
         try:
             value = self._invoke(t, ctx, kwargs)
+        except ToolInterrupted:
+            if parent._gate is not None:
+                raise  # meant for the outermost call, which timed out
+            return _failure_of(call, ToolInterrupted(), time.monotonic() - started, t)
         except BaseException as exc:  # noqa: BLE001 - becomes the outcome
             return _failure_of(call, exc, time.monotonic() - started, t)
         finally:

@@ -521,3 +521,73 @@ def test_interrupt_never_lands_in_the_pool_when_the_tool_is_returning() -> None:
     assert died == []
     assert all(o.ok for o in outcomes if o.tool == "innocent")
     assert {o.error_kind for o in outcomes if o.tool == "edge"} <= {None, "timeout", "overloaded"}
+
+
+@pytest.mark.timeout(40)
+def test_interrupt_never_leaves_declared_locks_held() -> None:
+    """Interrupted tools with locks, and nested locked calls, leave no lock held."""
+    registry = agentsync.LockRegistry()
+    names = tuple(f"l{i}" for i in range(8))
+
+    @agentsync.tool(timeout=0.004, on_timeout="interrupt", locks=names)
+    def edge(n: int) -> int:
+        end = time.perf_counter() + 0.003 + (n % 5) * 0.001
+        while time.perf_counter() < end:
+            pass
+        return n
+
+    @agentsync.tool(timeout=0.05, locks=("l3",))
+    def inner() -> str:
+        return "x"
+
+    @agentsync.tool(timeout=0.006, on_timeout="interrupt")
+    def outer(ctx: agentsync.ToolContext, n: int) -> str:
+        end = time.perf_counter() + 0.004 + (n % 5) * 0.001
+        while time.perf_counter() < end:
+            ctx.call("inner")
+        return "y"
+
+    with agentsync.Runtime(
+        [edge, inner, outer], max_workers=4, locks=registry, max_abandoned=1000
+    ) as rt:
+        for n in range(150):
+            rt.run_calls([("edge", {"n": n}), ("outer", {"n": n}), ("edge", {"n": n + 1})])
+        settled = threading.Event()
+        for _ in range(100):
+            if rt.stats().workers.abandoned == 0:
+                settled.set()
+                break
+            settled.wait(0.05)
+
+    assert settled.is_set()
+    assert [v.name for v in registry.snapshot() if v.holder is not None] == []
+
+
+@pytest.mark.timeout(20)
+def test_interrupt_is_not_swallowed_by_a_nested_call() -> None:
+    """An interrupt landing in a nested call stops the outermost tool too."""
+    after_nested = threading.Event()
+    unwound = threading.Event()
+
+    @agentsync.tool(timeout=5)
+    def busy() -> str:
+        end = time.perf_counter() + 2
+        while time.perf_counter() < end:
+            pass
+        return "done"
+
+    @agentsync.tool(timeout=0.2, on_timeout="interrupt")
+    def outer(ctx: agentsync.ToolContext) -> str:
+        try:
+            ctx.call("busy")
+            after_nested.set()
+            return "kept going"
+        finally:
+            unwound.set()
+
+    with agentsync.Runtime([busy, outer]) as rt:
+        outcome = rt.call("outer")
+        assert unwound.wait(5)
+
+    assert outcome.error_kind == "timeout"
+    assert not after_nested.is_set()
