@@ -54,6 +54,8 @@ _STOP_REASONS = {
     "refusal",
     "model_context_window_exceeded",
 }
+_LONGEST_REQUEST = 86400.0
+
 # Replies that stop because they ran out of room: a tool_use they end with
 # may be cut off.
 _CUT_OFF = ("max_tokens", "model_context_window_exceeded")
@@ -489,6 +491,9 @@ class _Loop:
                 raise RunDeadlineExceeded(
                     "the run's deadline passed before the next model call"
                 )
+            # HTTP clients turn a timeout into a wall-clock time; past about
+            # 1e9 s that overflows, so a far deadline waits at most a day.
+            timeout = min(timeout, _LONGEST_REQUEST)
         _log.debug("model.request", messages=len(request["messages"]))
         if timeout is None:
             return self.client.messages.create(**request)

@@ -117,12 +117,15 @@ class ToolContext:
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``, waking early on cancellation.
 
-        Returns True when the call was cancelled during the wait.
+        Returns True when the call was cancelled during the wait, or its
+        deadline came first: either way the caller no longer waits for it.
         """
         remaining = self.remaining()
         if remaining is not None:
             seconds = min(seconds, remaining)
-        return self._event().wait(max(0.0, seconds))
+        if self._event().wait(max(0.0, seconds)):
+            return True
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
     def call(self, name: str, input: Mapping[str, Any] | None = None) -> Outcome:
         """Call another tool from inside this one, and return its outcome.

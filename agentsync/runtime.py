@@ -31,6 +31,7 @@ from .errors import (
     ToolError,
     ToolInterrupted,
 )
+from .executor import _CANCELLED as _CANCELLED_STATE
 from .executor import _QUEUED as _QUEUED_STATE
 from .executor import _RUNNING as _RUNNING_STATE
 from .executor import (
@@ -283,6 +284,11 @@ class Runtime:
             RuntimeClosedError: the runtime was closed.
         """
         _check_deadline(deadline)
+        if input is not None and not isinstance(input, Mapping):
+            raise TypeError(
+                f"the input of a call to {name!r} must be a mapping of argument "
+                f"names to values, got {type(input).__name__}"
+            )
         data = dict(input) if input else {}
         current = _current.get()
         if current is not None and current.runtime is self:
@@ -316,9 +322,11 @@ class Runtime:
                 self._call_nested(current, c.name, dict(c.input), c.id) for c in nested
             ]
         _check_deadline(deadline)
+        # Every call is checked before any starts, so a malformed one in the
+        # middle does not leave the ones before it running unwatched.
+        checked = [_as_call(c) for c in calls]
         started: list[_Pending | Outcome | _RetryingCall] = []
-        for c in calls:
-            call = _as_call(c)
+        for call in checked:
             t = self._tools.get(call.name)
             if t is not None and t.retry is not None:
                 started.append(_RetryingCall(self, t, call, deadline))
@@ -635,6 +643,12 @@ class Runtime:
         # deadline, counted from its start, in ctx.deadline).
         limit = _earliest(pending.submitted + pending.timeout, pending.deadline)
         while not item.wait(max(0.0, limit - time.monotonic())):
+            if item.state == _CANCELLED_STATE:
+                return Outcome.failure(
+                    pending.call,
+                    "cancelled",
+                    f"tool {pending.call.name!r} did not start: the runtime was closed",
+                )
             if item.state == _QUEUED_STATE:
                 if self._executor.abandon(item):
                     return self._late(pending, queued=True)
@@ -862,7 +876,9 @@ class Runtime:
         if self._closed:
             return
         self._closed = True
-        # list() copies the set in one step, whatever workers do meanwhile.
+        # Queued calls first, so none starts in a worker that a cancelled
+        # call just freed; list() copies the set in one step.
+        self._executor.shutdown(wait=False, cancel_futures=True)
         for ctx in list(self._active):
             ctx.cancel()
         self._executor.shutdown(wait=True, timeout=timeout)

@@ -674,3 +674,39 @@ def test_close_cancels_running_calls() -> None:
 
     assert saw_cancel.wait(5)
     assert pending.outcome().value == "cancelled"
+
+
+@pytest.mark.timeout(20)
+def test_close_cancels_queued_calls_before_they_start() -> None:
+    """Calls still queued when the runtime closes never start."""
+    started: list[int] = []
+    running = threading.Event()
+
+    @agentsync.tool(timeout=10)
+    def slow(ctx: agentsync.ToolContext, n: int) -> int:
+        started.append(n)
+        running.set()
+        ctx.wait(8)
+        return n
+
+    rt = agentsync.Runtime([slow], max_workers=1)
+    first = rt.submit(("slow", {"n": 1}))
+    assert running.wait(5)
+    queued = [rt.submit(("slow", {"n": n})) for n in (2, 3)]
+
+    rt.close(timeout=5)
+
+    assert first.outcome().value == 1
+    assert [p.outcome().error_kind for p in queued] == ["cancelled", "cancelled"]
+    assert started == [1]
+
+
+def test_call_input_must_be_a_mapping() -> None:
+    """A non-mapping input is the caller's mistake and says so."""
+
+    @agentsync.tool
+    def side(x: str) -> str:
+        return x
+
+    with agentsync.Runtime([side]) as rt, pytest.raises(TypeError, match="mapping"):
+        rt.call("side", "x")  # type: ignore[arg-type]
