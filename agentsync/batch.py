@@ -481,7 +481,6 @@ class _Journal:
     def _load(self) -> None:
         self._file.seek(0)
         data = self._file.read()
-        good_end = 0
         start = 0
         while start < len(data):
             newline = data.find(b"\n", start)
@@ -491,7 +490,6 @@ class _Journal:
             record = _parse(line)
             if record is not None:
                 self.states[record["id"]] = record["status"]
-                good_end = newline + 1
             elif line.strip():
                 _log.warning(
                     "batch.bad_line",
@@ -501,16 +499,25 @@ class _Journal:
                 )
             start = newline + 1
 
-        # What follows the last whole record is a line a crash cut off.
-        if good_end < len(data) and data[good_end:].strip():
-            _log.warning(
-                "batch.torn_line",
-                output=str(self.path),
-                offset=good_end,
-                dropped_bytes=len(data) - good_end,
+        if not self.states and data.strip():
+            # Not a file this journal wrote: refuse rather than cut it.
+            raise ValueError(
+                f"output {str(self.path)!r} holds no batch results; it would be "
+                "appended to and cut, so name a new file or an earlier output"
             )
-        if good_end < len(data):
-            self._file.truncate(good_end)
+
+        # Only an unterminated last line can be one a crash cut off: each
+        # record is written with its newline in one write. Whole lines stay.
+        cut = data.rfind(b"\n") + 1
+        if cut < len(data):
+            if data[cut:].strip():
+                _log.warning(
+                    "batch.torn_line",
+                    output=str(self.path),
+                    offset=cut,
+                    dropped_bytes=len(data) - cut,
+                )
+            self._file.truncate(cut)
             self._file.flush()
             os.fsync(self._file.fileno())
 

@@ -552,3 +552,15 @@ class TestCLI:
         assert code == 0
         results = {line["id"]: line["result"] for line in _lines(output)}
         assert results == {"one": "A", "two": "B"}
+
+
+def test_output_that_is_not_a_results_file_is_left_alone(tmp_path: Path) -> None:
+    """Naming the items file as the output is refused, and the file is unchanged."""
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"id": 1}\n{"id": 2}\n', encoding="utf-8")
+    before = items.read_bytes()
+
+    with pytest.raises(ValueError, match="holds no batch results"):
+        run_batch([{"id": 1}], lambda item: item, output=items, handle_signals=False)
+
+    assert items.read_bytes() == before
