@@ -346,6 +346,15 @@ class _Loop:
                 # can go on: run them, as for stop_reason "tool_use".
                 _log.warning("model.tool_use_at_end_turn", tool_uses=len(tool_uses))
             elif stop != "tool_use" or not tool_uses:
+                if tool_uses:
+                    # The turn ended (a refusal, a stop sequence) with calls in
+                    # it: answer each, unrun, so the messages can be sent again.
+                    result.messages.append(
+                        {
+                            "role": "user",
+                            "content": [_unrun(b, stop) for b in tool_uses],
+                        }
+                    )
                 return
             self._run_tools(rt, tool_uses)
 
@@ -609,6 +618,15 @@ def _status_error(exc: anthropic.APIStatusError, gave_up: list[str]) -> AgentRun
     return APIReplyError(
         f"the Messages API answered {exc.status_code} {kind}: {detail}{why}"
     )
+
+
+def _unrun(block: dict[str, Any], stop: str | None) -> dict[str, Any]:
+    return {
+        "type": "tool_result",
+        "tool_use_id": block["id"],
+        "content": f"not run: the turn ended with stop_reason {stop!r}",
+        "is_error": True,
+    }
 
 
 def _record(call: ToolCall, outcome: Outcome, turn: int) -> ToolCallRecord:

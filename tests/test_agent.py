@@ -677,3 +677,26 @@ class TestCallerMistakesInRuns:
         assert ran.is_set()
         assert result.text == "done"
         assert result.tool_calls[0].status == "ok"
+
+
+def test_refusal_with_a_tool_use_leaves_resumable_messages() -> None:
+    """A refusal carrying a tool_use answers it unrun, so the history stays valid."""
+    ran = threading.Event()
+
+    @agentsync.tool
+    def ping() -> str:
+        ran.set()
+        return "pong"
+
+    with FakeMessagesServer() as server:
+        server.add_reply(
+            [{"type": "tool_use", "name": "ping", "input": {}}], stop_reason="refusal"
+        )
+        result = agentsync.run_agent("hi", tools=[ping], client=server.client())
+        server.add_reply("resumed")
+        again = agentsync.run_agent(result.messages, tools=[ping], client=server.client())
+
+    assert result.stop_reason == "refusal"
+    assert not ran.is_set()
+    assert result.messages[-1]["content"][0]["is_error"] is True
+    assert again.text == "resumed"
