@@ -112,4 +112,6 @@ def plan_tool(
         report = run_plan(runtime, plan, fail_fast=fail_fast)
         return report.to_dict()
 
-    return Tool(submit_plan, name=name, description=_PLAN_DESCRIPTION, timeout=timeout)
+    made = Tool(submit_plan, name=name, description=_PLAN_DESCRIPTION, timeout=timeout)
+    made.is_plan_tool = True  # type: ignore[attr-defined]
+    return made

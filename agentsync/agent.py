@@ -27,6 +27,7 @@ from .errors import (
     RepeatedToolFailure,
     RunDeadlineExceeded,
     RuntimeClosedError,
+    ToolDefinitionError,
     TruncatedToolUse,
     TurnLimitExceeded,
 )
@@ -217,10 +218,17 @@ def run_agent(
     try:
         for t in tools:
             rt.register(t)
-        if plans and "submit_plan" not in rt.tools:
-            from .plans import plan_tool
+        if plans:
+            existing = rt.tools.get("submit_plan")
+            if existing is None:
+                from .plans import plan_tool
 
-            rt.register(plan_tool())
+                rt.register(plan_tool())
+            elif not getattr(existing, "is_plan_tool", False):
+                raise ToolDefinitionError(
+                    "plans=True gives the model a tool named 'submit_plan', and "
+                    "one of your tools already has that name; rename it"
+                )
         return loop.run(prompt_or_messages, rt)
     finally:
         if own:

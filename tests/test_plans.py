@@ -1123,3 +1123,20 @@ class TestCli:
         assert code == 1
         assert data["steps"]["y"] == {"status": "ok", "value": 6}
         assert data["steps"]["z"]["error_kind"] == "exception"
+
+
+def test_plans_refuse_a_user_tool_named_submit_plan() -> None:
+    """plans=True does not silently replace a user's own submit_plan tool."""
+    from agentsync import ToolDefinitionError, run_agent
+
+    @tool(name="submit_plan")
+    def mine() -> str:
+        """A tool of the user's that happens to take the name."""
+        return "mine"
+
+    import anthropic
+
+    client = anthropic.Anthropic(api_key="unused", base_url="http://127.0.0.1:9")
+
+    with pytest.raises(ToolDefinitionError, match="submit_plan"):
+        run_agent("hi", tools=[mine], plans=True, client=client)
