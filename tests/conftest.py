@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 import structlog
@@ -22,3 +24,22 @@ def gate() -> Iterator[threading.Event]:
     event = threading.Event()
     yield event
     event.set()
+
+
+@contextmanager
+def recording(recorder: Callable[..., Any]) -> Iterator[None]:
+    """Send every structlog event, from any thread, to ``recorder``.
+
+    The processors are swapped in place, as ``capture_logs`` does, so loggers
+    bound before the test still reach the recorder; contextvars are merged
+    first, so bound values show up in the recorded events.
+    """
+    processors = structlog.get_config()["processors"]
+    saved = list(processors)
+    processors[:] = [structlog.contextvars.merge_contextvars, recorder]
+    structlog.configure(processors=processors)
+    try:
+        yield
+    finally:
+        processors[:] = saved
+        structlog.configure(processors=processors)

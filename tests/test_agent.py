@@ -12,6 +12,7 @@ from typing import Any
 import anthropic
 import pytest
 import structlog
+from conftest import recording
 
 import agentsync
 from agentsync import (
@@ -48,18 +49,9 @@ class LogRecorder:
 
 @pytest.fixture
 def logs() -> Iterator[LogRecorder]:
-    # Swap the processors in place, as capture_logs does, and merge the
-    # contextvars first so bound values show up in the captured events.
     recorder = LogRecorder()
-    processors = structlog.get_config()["processors"]
-    saved = list(processors)
-    processors[:] = [structlog.contextvars.merge_contextvars, recorder]
-    structlog.configure(processors=processors)
-    try:
+    with recording(recorder):
         yield recorder
-    finally:
-        processors[:] = saved
-        structlog.configure(processors=processors)
 
 
 @pytest.fixture

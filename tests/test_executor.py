@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import structlog
+from conftest import recording
 from structlog.testing import capture_logs
 
 from agentsync import (
@@ -71,18 +72,9 @@ def new_pool(max_workers: int, **kwargs: Any) -> ToolExecutor:
 
 @pytest.fixture
 def logs() -> Iterator[LogRecorder]:
-    # Swap the processors in place, as capture_logs does, so loggers bound
-    # before the test still reach the recorder.
     recorder = LogRecorder()
-    processors = structlog.get_config()["processors"]
-    saved = list(processors)
-    processors[:] = [structlog.contextvars.merge_contextvars, recorder]
-    structlog.configure(processors=processors)
-    try:
+    with recording(recorder):
         yield recorder
-    finally:
-        processors[:] = saved
-        structlog.configure(processors=processors)
 
 
 def blocker(
