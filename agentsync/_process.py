@@ -35,11 +35,12 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from pebble import ProcessExpired, ProcessFuture, ProcessPool
 
 from .errors import AgentSyncError, ToolCancelled, ToolDefinitionError, ToolError
 
 if TYPE_CHECKING:
+    from pebble import ProcessFuture, ProcessPool
+
     from .context import ToolContext
     from .tools import Tool
 
@@ -253,6 +254,10 @@ def _get_pool() -> ProcessPool:
         if pool is not None:
             _log.warning("process_pool.replaced")
             _retire(pool)
+        # pebble (and what it brings) loads with the first process tool call,
+        # not with `import agentsync`.
+        from pebble import ProcessPool
+
         workers = _pool_workers or os.cpu_count() or 1
         context = multiprocessing.get_context(_start_method())
         _pool, _pool_pid = (
@@ -422,6 +427,8 @@ def _schedule(
 
 def _result_of(name: str, future: ProcessFuture[Any], timeout: float | None) -> Any:
     """The value of a finished call, or raise what it raised."""
+    from pebble import ProcessExpired
+
     try:
         ok, data = future.result(timeout=0)
     except ProcessExpired as exc:
